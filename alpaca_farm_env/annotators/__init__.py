@@ -1,0 +1,16 @@
+"""Simulated pairwise annotators: protocol, registry, AlpacaFarm pool semantics and backends."""
+from .base import (
+    ANNOTATORS,
+    Annotation,
+    FunctionAnnotator,
+    PairwiseAnnotator,
+    check_lengths,
+    list_annotators,
+    make_annotator,
+    register_annotator,
+)
+
+__all__ = [
+    "ANNOTATORS", "Annotation", "FunctionAnnotator", "PairwiseAnnotator", "check_lengths", "list_annotators",
+    "make_annotator", "register_annotator",
+]

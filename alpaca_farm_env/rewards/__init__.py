@@ -1,0 +1,20 @@
+"""Pluggable reward backends (text in, floats out) and their registry."""
+from .base import (
+    REWARDS,
+    BaseReward,
+    FunctionReward,
+    RewardBackend,
+    as_trl_reward_func,
+    list_rewards,
+    make_reward,
+    register_reward,
+    score_with_info,
+)
+from . import length  # noqa: F401  (registers "length")
+from . import reward_model  # noqa: F401  (registers "reward_model")
+from . import annotator_reward  # noqa: F401  (registers "annotator")
+
+__all__ = [
+    "REWARDS", "BaseReward", "FunctionReward", "RewardBackend", "as_trl_reward_func", "list_rewards", "make_reward",
+    "register_reward", "score_with_info",
+]

@@ -1,0 +1,101 @@
+"""Reward backends: text in, floats out.
+
+A backend implements ``score(prompts, responses, **row) -> list[float]``; ``row`` carries per-example columns as
+lists of the same length (``instruction``, ``input``, ``reference_output``, ...). Backends never see token ids, so the
+policy and the reward model may use different tokenizers. A backend may also return per-example details from
+``score_with_info`` (the env puts them in ``info``).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+from ..registry import Registry
+
+
+@runtime_checkable
+class RewardBackend(Protocol):
+    name: str
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], **row: Sequence[Any]) -> list[float]: ...
+
+
+class BaseReward:
+    """Convenience base: subclasses implement ``score``; ``score_with_info`` adds no details unless overridden."""
+
+    name = "reward"
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], **row: Sequence[Any]) -> list[float]:
+        raise NotImplementedError  # abstract
+
+    def score_with_info(self, prompts, responses, **row) -> tuple[list[float], list[dict[str, Any]]]:
+        scores = self.score(prompts, responses, **row)
+        return scores, [{"score": s} for s in scores]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class FunctionReward(BaseReward):
+    """Adapts a plain ``f(prompts, responses, **row) -> list[float]`` into a backend."""
+
+    def __init__(self, fn: Callable[..., Sequence[float]], name: str | None = None, **fixed_kwargs: Any):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "function")
+        self.fixed_kwargs = fixed_kwargs
+
+    def score(self, prompts, responses, **row):
+        out = [float(x) for x in self.fn(list(prompts), list(responses), **row, **self.fixed_kwargs)]
+        if len(out) != len(responses):
+            raise ValueError(f"reward function {self.name!r} returned {len(out)} scores for {len(responses)} responses")
+        return out
+
+
+def score_with_info(backend: RewardBackend, prompts, responses, **row) -> tuple[list[float], list[dict[str, Any]]]:
+    """Scores plus per-example details, for any backend (details default to just the score)."""
+    if hasattr(backend, "score_with_info"):
+        return backend.score_with_info(prompts, responses, **row)
+    scores = [float(s) for s in backend.score(prompts, responses, **row)]
+    return scores, [{"score": s} for s in scores]
+
+
+REWARDS: Registry[RewardBackend] = Registry(
+    "reward backend",
+    "alpaca_farm_env.rewards",
+    is_instance=lambda x: hasattr(x, "score") and callable(getattr(x, "score")),
+    wrap_function=FunctionReward,
+)
+
+
+def register_reward(name: str, factory=None, *, override: bool = False):
+    """Register a reward backend class (or scoring function) under ``name``: ``@register_reward("mine")``."""
+    return REWARDS.register(name, factory, override=override)
+
+
+def make_reward(spec: Any, **kwargs: Any) -> RewardBackend:
+    """Build a backend from a name, ``"module:attr"``, a class, a scoring function, an instance or an entry point."""
+    return REWARDS.make(spec, **kwargs)
+
+
+def list_rewards() -> list[str]:
+    return REWARDS.names()
+
+
+def as_trl_reward_func(spec: Any, **kwargs: Any) -> Callable[..., list[float]]:
+    """A TRL-style reward function ``f(prompts, completions, **kwargs) -> list[float]`` (GRPO/RLOO trainers).
+
+    Conversational completions (lists of messages) are reduced to the last message's text. Extra dataset columns
+    arrive as keyword lists and are passed on as ``row``.
+    """
+    backend = make_reward(spec, **kwargs)
+
+    def _text(x: Any) -> str:
+        if isinstance(x, list):  # conversational format: [{"role": ..., "content": ...}, ...]
+            return str(x[-1]["content"]) if x else ""
+        return str(x)
+
+    def reward_func(prompts, completions, **columns):
+        row = {k: v for k, v in columns.items() if isinstance(v, (list, tuple)) and len(v) == len(completions)}
+        return backend.score([_text(p) for p in prompts], [_text(c) for c in completions], **row)
+
+    reward_func.__name__ = f"alpaca_farm_{getattr(backend, 'name', 'reward')}"
+    return reward_func
