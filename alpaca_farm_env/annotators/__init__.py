@@ -9,6 +9,7 @@ from .base import (
     make_annotator,
     register_annotator,
 )
+from . import heuristics  # noqa: F401  (registers "longer")
 
 __all__ = [
     "ANNOTATORS", "Annotation", "FunctionAnnotator", "PairwiseAnnotator", "check_lengths", "list_annotators",
