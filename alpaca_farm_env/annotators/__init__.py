@@ -10,8 +10,10 @@ from .base import (
     register_annotator,
 )
 from . import heuristics  # noqa: F401  (registers "longer")
+from .pool import AnnotatorMember, AnnotatorPool, PoolMember
 
 __all__ = [
     "ANNOTATORS", "Annotation", "FunctionAnnotator", "PairwiseAnnotator", "check_lengths", "list_annotators",
     "make_annotator", "register_annotator",
+    "AnnotatorPool", "PoolMember", "AnnotatorMember",
 ]
