@@ -1,0 +1,1 @@
+"""``reward_model``: a learned scalar reward model (placeholder; full backend follows)."""
