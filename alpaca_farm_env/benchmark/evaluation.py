@@ -1,0 +1,157 @@
+"""Pairing model outputs with the Davinci003 reference, and annotating pairs with a resumable on-disk cache.
+
+The AlpacaEval protocol (alpaca_eval ``main.py::evaluate``): the reference is ``output_1``, the model ``output_2``;
+rows are matched by instruction. AlpacaFarm keeps ``instruction`` and ``input`` apart while AlpacaEval folds the
+input into the instruction as ``instruction + "\\n\\n" + input``; both forms are matched here. Rows that do not match
+are returned (``missing`` / ``extra``) so callers report them; nothing is silently dropped.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..utils import atomic_write_text, digest
+
+__all__ = ["MatchResult", "fold_instruction", "match_outputs", "annotate_pairs", "to_alpaca_eval_layout"]
+
+
+def fold_instruction(instruction: str, input: str = "") -> str:  # noqa: A002 - upstream field name
+    """AlpacaEval's single-field instruction: ``instruction + "\\n\\n" + input`` when there is an input."""
+    return instruction + ("\n\n" + input if input else "")
+
+
+@dataclass
+class MatchResult:
+    """``pairs``: one dict per matched eval row (eval order) with ``instruction, input, dataset, output_1`` (the
+    reference), ``generator_1``, ``output_2`` (the model) and ``generator_2``. ``missing``: eval rows without a model
+    output; ``extra``: model rows that are not in the eval set."""
+
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    extra: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"{len(self.pairs)} matched, {len(self.missing)} eval rows missing, {len(self.extra)} extra rows"
+
+
+def match_outputs(outputs: Sequence[dict[str, Any]], eval_rows: Sequence[dict[str, Any]], generator: str | None = None) -> MatchResult:
+    """Match model output rows (``instruction[, input], output[, generator]``) to eval rows (``load_eval_set``)."""
+    by_key: dict[tuple[str, str], int] = {}
+    for j, e in enumerate(eval_rows):
+        by_key[(e["instruction"], e["input"])] = j
+        if e["input"]:  # the alpaca_eval layout: input folded into the instruction
+            by_key.setdefault((fold_instruction(e["instruction"], e["input"]), ""), j)
+    found: dict[int, dict[str, Any]] = {}
+    result = MatchResult()
+    for r in outputs:
+        j = by_key.get((r["instruction"], r.get("input", "") or ""))
+        if j is None or j in found:  # a second output for the same eval row is an extra, not an overwrite
+            result.extra.append(r)
+        else:
+            found[j] = r
+    for j, e in enumerate(eval_rows):
+        r = found.get(j)
+        if r is None:
+            result.missing.append(e)
+            continue
+        result.pairs.append(
+            {
+                "instruction": e["instruction"],
+                "input": e["input"],
+                "dataset": e.get("dataset", ""),
+                "output_1": e["reference_output"],
+                "generator_1": e.get("reference_generator", "text-davinci-003"),
+                "output_2": r["output"],
+                "generator_2": r.get("generator") or generator or "model",
+            }
+        )
+    return result
+
+
+def _pair_key(pair: dict[str, Any], annotator_id: str, seed: int) -> str:
+    return digest([annotator_id, seed, pair["instruction"], pair["input"], pair["output_1"], pair["output_2"]])[:32]
+
+
+def annotate_pairs(
+    annotator: Any,
+    pairs: Sequence[dict[str, Any]],
+    *,
+    cache_path: str | os.PathLike | None = None,
+    annotator_id: str | None = None,
+    seed: int = 0,
+    chunk_size: int = 16,
+    progress: bool = True,
+    desc: str = "annotate",
+) -> tuple[list[dict[str, Any]], int]:
+    """Annotate each pair (``output_1`` vs ``output_2``) with ``annotator.compare``; return the annotation rows (the
+    pair's fields plus ``annotator, preference, probability, raw_completion, key``) and how many came from the cache.
+
+    With ``cache_path`` the rows are written after every chunk (atomic rename), and rows already there with the same
+    key (annotator id, seed, instruction, input, both outputs) are reused, so a killed run resumes where it stopped.
+    The file is in the alpaca_eval annotations layout, readable by ``alpaca-farm evaluate --annotations``.
+    """
+    from tqdm.auto import tqdm
+
+    ann_id = annotator_id or str(getattr(annotator, "name", type(annotator).__name__))
+    keys = [_pair_key(p, ann_id, seed) for p in pairs]
+    cached: dict[str, dict[str, Any]] = {}
+    if cache_path is not None and Path(cache_path).is_file():
+        try:
+            for row in json.loads(Path(cache_path).read_text(encoding="utf-8")):
+                if isinstance(row, dict) and "key" in row:
+                    cached[row["key"]] = row
+        except json.JSONDecodeError:  # never half-written (atomic), but a user may have edited it: start over
+            cached = {}
+    rows: list[dict[str, Any] | None] = [cached.get(k) for k in keys]
+    n_cached = sum(r is not None for r in rows)
+    todo = [i for i, r in enumerate(rows) if r is None]
+    bar = tqdm(total=len(pairs), initial=n_cached, desc=desc, unit="pair", disable=not progress)
+    for start in range(0, len(todo), chunk_size):
+        idx = todo[start : start + chunk_size]
+        chunk = [pairs[i] for i in idx]
+        anns = annotator.compare(
+            [p["instruction"] for p in chunk],
+            [p["input"] for p in chunk],
+            [p["output_1"] for p in chunk],
+            [p["output_2"] for p in chunk],
+            seed=seed,
+        )
+        if len(anns) != len(chunk):
+            raise ValueError(f"annotator {ann_id!r} returned {len(anns)} annotations for {len(chunk)} pairs")
+        for i, a in zip(idx, anns):
+            rows[i] = {
+                **pairs[i],
+                "annotator": getattr(a, "annotator", "") or ann_id,
+                "preference": a.preference,
+                "probability": a.probability,
+                "raw_completion": a.raw_completion,
+                "key": keys[i],
+            }
+        if cache_path is not None:
+            _write_rows(cache_path, [r for r in rows if r is not None])
+        bar.update(len(idx))
+    bar.close()
+    done = [r for r in rows if r is not None]
+    if cache_path is not None and not todo:
+        _write_rows(cache_path, done)  # exactly these pairs (drops stale rows of an older run)
+    return done, n_cached
+
+
+def _write_rows(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, json.dumps(rows, indent=1, ensure_ascii=False))
+
+
+def to_alpaca_eval_layout(rows: Sequence[dict[str, Any]], generator: str) -> list[dict[str, Any]]:
+    """Model outputs in alpaca_eval's layout: ``instruction`` (input folded in), ``output``, ``generator``, ``dataset``."""
+    return [
+        {
+            "instruction": fold_instruction(r["instruction"], r.get("input", "")),
+            "output": r["output"],
+            "generator": generator,
+            "dataset": r.get("dataset", ""),
+        }
+        for r in rows
+    ]
