@@ -1,0 +1,50 @@
+"""Gymnasium environments. Importing this package only registers them (string entry points: cheap).
+
+* ``AlpacaFarm-v0`` -> :class:`~alpaca_farm_env.envs.text_env.AlpacaFarmEnv` (text in, text out, one step per
+  episode); ``gym.make_vec("AlpacaFarm-v0", num_envs=N)`` -> :class:`~alpaca_farm_env.envs.vector_env.AlpacaFarmVectorEnv`
+  (one batched reward call per step, same-step autoreset).
+* ``AlpacaFarmToken-v0`` -> :class:`~alpaca_farm_env.envs.token_env.AlpacaFarmTokenEnv` (one token per step).
+
+``gym.make("alpaca_farm_env:AlpacaFarm-v0")`` imports the package and registers them on the fly.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+
+TEXT_ENV_ID = "AlpacaFarm-v0"
+TOKEN_ENV_ID = "AlpacaFarmToken-v0"
+
+
+def _register() -> None:
+    if TEXT_ENV_ID not in gymnasium.registry:
+        gymnasium.register(
+            id=TEXT_ENV_ID,
+            entry_point="alpaca_farm_env.envs.text_env:AlpacaFarmEnv",
+            vector_entry_point="alpaca_farm_env.envs.vector_env:AlpacaFarmVectorEnv",
+        )
+    if TOKEN_ENV_ID not in gymnasium.registry:
+        gymnasium.register(id=TOKEN_ENV_ID, entry_point="alpaca_farm_env.envs.token_env:AlpacaFarmTokenEnv")
+
+
+_register()
+
+_LAZY = {
+    "AlpacaFarmEnv": "text_env",
+    "AlpacaFarmVectorEnv": "vector_env",
+    "AlpacaFarmTokenEnv": "token_env",
+    "UnicodeText": "spaces",
+    "clear_reward_cache": "source",
+}
+
+
+def __getattr__(name: str) -> Any:  # lazy: `from alpaca_farm_env.envs import AlpacaFarmEnv` imports on demand
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["TEXT_ENV_ID", "TOKEN_ENV_ID", *_LAZY]

@@ -1,0 +1,156 @@
+"""Shared pieces of the environments: the prompt rows, the episode order, and the reward-backend cache.
+
+* :func:`load_rows` turns ``split`` / ``reference`` / ``indices`` / ``max_examples`` into rows with ``instruction``,
+  ``input``, ``prompt`` (the AlpacaFarm template) and ``reference_output``.
+* :class:`EpisodeOrder` hands out row indices: a permutation per epoch drawn from the env's ``np_random`` (so the
+  order is a function of the ``reset(seed=...)`` seed), or the data order when ``shuffle=False``.
+* :func:`get_reward_backend` builds a backend once per process for a given string spec and kwargs, so that
+  re-created envs (``check_env``, ``make_vec``, notebooks) share one loaded reward model / annotator.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import data as _data
+from ..rewards import make_reward, score_with_info
+from ..utils import digest
+
+EVAL_SPLIT = "eval"
+SPLIT_CHOICES = (EVAL_SPLIT, *_data.SPLITS)
+
+
+def load_rows(
+    split: str = "unlabeled",
+    *,
+    data_dir: str | os.PathLike | None = None,
+    reference: str = "alpacafarm",
+    indices: Sequence[int] | None = None,
+    max_examples: int | None = None,
+) -> list[dict[str, Any]]:
+    """Rows ``{instruction, input, prompt, reference_output, dataset, row_index}`` for an env.
+
+    ``split="eval"``: the 805 evaluation instructions with the chosen Davinci003 ``reference``; any training split
+    (``unlabeled``, ``sft``, ``preference``, ``val``): the split's ``output`` is the reference. ``indices`` selects rows
+    (positions in the split), then ``max_examples`` keeps the first ones of that selection.
+    """
+    if split == EVAL_SPLIT:
+        raw = _data.load_eval_set(reference, data_dir)
+        refs = [r["reference_output"] for r in raw]
+    elif split in _data.SPLITS:
+        raw = _data.load_split(split, data_dir)
+        refs = [r["output"] for r in raw]
+    else:
+        raise ValueError(f"unknown split {split!r}; choose one of {list(SPLIT_CHOICES)}")
+    positions = list(range(len(raw)))
+    if indices is not None:
+        positions = [int(i) for i in indices]
+        bad = [i for i in positions if not 0 <= i < len(raw)]
+        if bad:
+            raise IndexError(f"indices {bad[:5]} out of range for split {split!r} with {len(raw)} rows")
+    if max_examples is not None:
+        if max_examples < 1:
+            raise ValueError(f"max_examples must be >= 1, got {max_examples}")
+        positions = positions[:max_examples]
+    if not positions:
+        raise ValueError(f"no examples selected from split {split!r} (indices={indices!r}, max_examples={max_examples})")
+    return [
+        {
+            "instruction": raw[i]["instruction"],
+            "input": raw[i]["input"],
+            "prompt": _data.format_prompt(raw[i]["instruction"], raw[i]["input"]),
+            "reference_output": refs[i],
+            "dataset": raw[i].get("dataset", split),
+            "row_index": i,
+        }
+        for i in positions
+    ]
+
+
+class EpisodeOrder:
+    """Cycles through ``n`` rows, one epoch at a time.
+
+    ``restart(rng)`` starts a new epoch sequence from ``rng`` (the env's ``np_random`` right after a seeded reset), so
+    the sequence of examples is a deterministic function of the seed. Without shuffling, rows come in data order.
+    """
+
+    def __init__(self, n: int, shuffle: bool = True):
+        if n < 1:
+            raise ValueError("EpisodeOrder needs at least one row")
+        self.n, self.shuffle = n, shuffle
+        self._perm: np.ndarray = np.arange(n)
+        self._pos = 0
+        self._rng: np.random.Generator | None = None
+
+    def restart(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._pos = 0
+        self._perm = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+
+    def next(self) -> int:
+        if self._pos >= self.n:  # new epoch: reshuffle from the same generator
+            self._pos = 0
+            if self.shuffle and self._rng is not None:
+                self._perm = self._rng.permutation(self.n)
+        i = int(self._perm[self._pos])
+        self._pos += 1
+        return i
+
+
+# ------------------------------------------------------------------------------------------------ reward backends
+_BACKENDS: dict[str, Any] = {}
+_BACKENDS_LOCK = threading.Lock()
+
+
+def _backend_key(spec: str, kwargs: dict[str, Any]) -> str:
+    return digest({"spec": spec, "kwargs": kwargs})
+
+
+def get_reward_backend(spec: Any, kwargs: dict[str, Any] | None = None) -> Any:
+    """A reward backend for ``spec``; string specs are built once per process and shared (keyed on a digest of
+    ``(spec, kwargs)``). Instances are returned as is; classes and functions are built each call."""
+    kwargs = dict(kwargs or {})
+    if not isinstance(spec, str):
+        return make_reward(spec, **kwargs)
+    key = _backend_key(spec, kwargs)
+    with _BACKENDS_LOCK:
+        backend = _BACKENDS.get(key)
+        if backend is None:
+            backend = make_reward(spec, **kwargs)
+            _BACKENDS[key] = backend
+    return backend
+
+
+def clear_reward_cache() -> None:
+    """Forget the shared backends (frees a loaded reward model once no env holds it)."""
+    with _BACKENDS_LOCK:
+        _BACKENDS.clear()
+
+
+def cached_backend_count() -> int:
+    return len(_BACKENDS)
+
+
+def score_rows(backend: Any, rows: Sequence[dict[str, Any]], responses: Sequence[str]) -> tuple[list[float], list[dict]]:
+    """One batched ``score_with_info`` call for ``responses`` to ``rows``; checks the backend's answer."""
+    scores, details = score_with_info(
+        backend,
+        [r["prompt"] for r in rows],
+        list(responses),
+        instruction=[r["instruction"] for r in rows],
+        input=[r["input"] for r in rows],
+        reference_output=[r["reference_output"] for r in rows],
+    )
+    scores = [float(s) for s in scores]
+    details = list(details)
+    name = getattr(backend, "name", type(backend).__name__)
+    if len(scores) != len(responses) or len(details) != len(responses):
+        raise ValueError(
+            f"reward backend {name!r} returned {len(scores)} scores and {len(details)} details for {len(responses)} responses"
+        )
+    if not all(np.isfinite(scores)):
+        raise ValueError(f"reward backend {name!r} returned a non-finite score: {scores}")
+    return scores, details
