@@ -7,6 +7,7 @@ policy and the reward model may use different tokenizers. A backend may also ret
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from ..registry import Registry
@@ -19,13 +20,14 @@ class RewardBackend(Protocol):
     def score(self, prompts: Sequence[str], responses: Sequence[str], **row: Sequence[Any]) -> list[float]: ...
 
 
-class BaseReward:
+class BaseReward(ABC):
     """Convenience base: subclasses implement ``score``; ``score_with_info`` adds no details unless overridden."""
 
     name = "reward"
 
+    @abstractmethod
     def score(self, prompts: Sequence[str], responses: Sequence[str], **row: Sequence[Any]) -> list[float]:
-        raise NotImplementedError  # abstract
+        """One float per response."""
 
     def score_with_info(self, prompts, responses, **row) -> tuple[list[float], list[dict[str, Any]]]:
         scores = self.score(prompts, responses, **row)
