@@ -1,0 +1,213 @@
+"""AlpacaFarm-v0 (text env), its UnicodeText space and the batched vector env."""
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
+
+import alpaca_farm_env  # noqa: F401  (registers the envs)
+from alpaca_farm_env.data import format_prompt, load_eval_set, load_split
+from alpaca_farm_env.envs.source import cached_backend_count, clear_reward_cache
+from alpaca_farm_env.envs.spaces import UnicodeText
+from alpaca_farm_env.envs.text_env import AlpacaFarmEnv
+from alpaca_farm_env.envs.vector_env import AlpacaFarmVectorEnv
+from alpaca_farm_env.rewards import BaseReward
+from alpaca_farm_env.rewards.length import LengthReward
+
+EVAL_IDX = [0, 3, 17, 42, 101, 250, 400, 804]
+
+
+class CountingReward(BaseReward):
+    """The real length reward, recording the batch size of every call."""
+
+    name = "counting_length"
+
+    def __init__(self):
+        self.inner = LengthReward()
+        self.calls: list[int] = []
+
+    def score(self, prompts, responses, **row):
+        assert len(prompts) == len(responses) == len(row["reference_output"]) == len(row["instruction"])
+        self.calls.append(len(responses))
+        return self.inner.score(prompts, responses, **row)
+
+
+def make_env(**kw) -> gym.Env:
+    kw = {"split": "eval", "indices": EVAL_IDX, "reward": "length", **kw}
+    return gym.make("AlpacaFarm-v0", **kw)
+
+
+# ------------------------------------------------------------------------------------------------ space
+def test_unicode_text_space_accepts_any_string_within_length():
+    space = UnicodeText(10, min_length=0, seed=3)
+    for s in ["", "héllo\n", "中文字 ok", "😀" * 10, "\t\x00"]:
+        assert s in space
+    assert "x" * 11 not in space
+    assert b"bytes" not in space and 5 not in space
+    assert "" not in UnicodeText(10, min_length=1)
+    samples = [space.sample() for _ in range(50)]
+    assert all(s in space for s in samples)
+    assert any(not s.isascii() for s in samples) and len(set(samples)) > 40
+    space.seed(11)
+    a = [space.sample() for _ in range(5)]
+    space.seed(11)
+    assert a == [space.sample() for _ in range(5)]
+    assert len(space.sample(mask=7)) == 7
+    with pytest.raises(ValueError):
+        UnicodeText(3, min_length=4)
+
+
+# ------------------------------------------------------------------------------------------------ text env
+def test_text_env_passes_gymnasium_check_env():
+    env = make_env()
+    check_env(env.unwrapped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # check_env warns that it was given a wrapped env
+        check_env(env)
+    env.close()
+
+
+def test_step_gives_backend_reward_and_reference_info():
+    env = make_env(shuffle=False)
+    rows = load_eval_set("alpacafarm")
+    obs, info = env.reset(seed=0)
+    first = rows[EVAL_IDX[0]]
+    assert obs == {"instruction": first["instruction"], "input": first["input"],
+                   "prompt": format_prompt(first["instruction"], first["input"])}
+    assert info["example_index"] == EVAL_IDX[0]
+    response = "Broadway: Nathan Lane, Audra McDonald. 中文"
+    obs2, reward, terminated, truncated, info = env.step(response)
+    assert (terminated, truncated) == (True, False)
+    assert reward == float(len(response)) == info["score"]
+    assert info["response_length"] == len(response)
+    assert info["reference_output"] == first["reference_output"]
+    assert info["reward_backend"] == "length"
+    with pytest.raises(RuntimeError):
+        env.unwrapped.step("again")  # single-step episodes
+    env.reset()
+    with pytest.raises(TypeError):
+        env.unwrapped.step(123)
+
+
+def test_annotator_reward_against_reference():
+    env = make_env(reward="annotator", reward_kwargs={"annotator": "longer"}, shuffle=False)
+    env.reset(seed=0)
+    ref = env.unwrapped.current_row["reference_output"]
+    _, r_long, _, _, info = env.step(ref + " And more detail.")
+    assert r_long == 1.0 and info["preference"] == 2.0 and info["annotator"] == "longer"
+    assert "cost" in info and "from_cache" in info
+    env.reset(options={"index": 0})
+    _, r_short, _, _, info = env.step("ok")
+    assert r_short == 0.0 and info["preference"] == 1.0
+
+
+def test_episode_order_is_a_function_of_the_seed():
+    def episodes(env, seed, n=2 * len(EVAL_IDX)):
+        out = [env.reset(seed=seed)[1]["example_index"]]
+        for _ in range(n - 1):
+            out.append(env.reset()[1]["example_index"])
+        return out
+
+    a, b = make_env(), make_env()
+    ea = episodes(a, 7)
+    assert ea == episodes(b, 7)
+    # each epoch visits every selected example exactly once
+    assert sorted(ea[: len(EVAL_IDX)]) == sorted(ea[len(EVAL_IDX):]) == sorted(EVAL_IDX)
+    assert ea != episodes(a, 8)
+    assert episodes(make_env(shuffle=False), 1)[: len(EVAL_IDX)] == EVAL_IDX
+    # the constructor's seed fixes an unseeded first reset
+    c = make_env(seed=7)
+    assert [c.reset()[1]["example_index"] for _ in range(4)] == ea[:4]
+
+
+def test_module_id_form_and_train_split_reference():
+    env = gym.make("alpaca_farm_env:AlpacaFarm-v0", split="val", max_examples=5, reward="length", shuffle=False)
+    assert isinstance(env.unwrapped, AlpacaFarmEnv)
+    val = load_split("val")
+    obs, info = env.reset(seed=0)
+    assert obs["instruction"] == val[0]["instruction"] and obs["input"] == val[0]["input"]
+    *_, info = env.step("x")
+    assert info["reference_output"] == val[0]["output"]
+    assert len(env.unwrapped.rows) == 5
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="unknown split"):
+        AlpacaFarmEnv(split="nope", reward="length")
+    with pytest.raises(IndexError):
+        AlpacaFarmEnv(split="eval", indices=[900], reward="length")
+    with pytest.raises(RuntimeError, match="reset"):
+        AlpacaFarmEnv(split="eval", indices=[0], reward="length").step("x")
+    env = AlpacaFarmEnv(split="eval", indices=[0], reward="length", max_response_length=5)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="max_response_length"):
+        env.step("too long")
+
+
+def test_backends_are_lazy_and_shared_per_spec():
+    clear_reward_cache()
+    kw = {"reward": "length", "reward_kwargs": {"unit": "words"}}
+    e1, e2 = make_env(**kw).unwrapped, make_env(**kw).unwrapped
+    assert cached_backend_count() == 0  # nothing built before the first step
+    for e in (e1, e2):
+        e.reset(seed=0)
+        _, r, *_ = e.step("three word answer")
+        assert r == 3.0
+    assert cached_backend_count() == 1 and e1.reward_backend is e2.reward_backend
+    e3 = make_env(reward="length").unwrapped
+    e3.reset(seed=0)
+    e3.step("x")
+    assert e3.reward_backend is not e1.reward_backend and cached_backend_count() == 2
+    inst = CountingReward()
+    e4 = make_env(reward=inst).unwrapped
+    e4.reset(seed=0)
+    e4.step("abc")
+    assert e4.reward_backend is inst and inst.calls == [1]
+
+
+def test_render_ansi():
+    env = make_env(render_mode="ansi", shuffle=False)
+    env.reset(seed=0)
+    assert env.render().endswith("### Response:")
+    env.step("Hello")
+    assert "Hello" in env.render() and "reward=5" in env.render()
+
+
+# ------------------------------------------------------------------------------------------------ vector env
+def test_make_vec_is_batched_with_one_reward_call_per_step():
+    n = 3
+    backend = CountingReward()
+    venv = gym.make_vec("AlpacaFarm-v0", num_envs=n, split="eval", indices=EVAL_IDX[:6], reward=backend)
+    assert isinstance(venv, AlpacaFarmVectorEnv)
+    assert venv.metadata["autoreset_mode"] is AutoresetMode.SAME_STEP
+    obs, info = venv.reset(seed=5)
+    assert obs in venv.observation_space and len(obs["prompt"]) == n
+    first_ids = list(info["example_index"])
+    responses = ["a", "bb" * 10, "ccc 中文"]
+    obs2, rewards, term, trunc, info2 = venv.step(responses)
+    assert backend.calls == [n]  # ONE batched call for all sub-envs
+    np.testing.assert_array_equal(rewards, [len(r) for r in responses])
+    assert term.all() and not trunc.any()
+    # same-step autoreset: finished episodes are under final_obs / final_info, obs are the next prompts
+    assert info2["_final_obs"].all() and info2["_final_info"].all()
+    assert list(info2["final_info"]["example_index"]) == first_ids
+    assert [o["prompt"] for o in info2["final_obs"]] == list(obs["prompt"])
+    eval_rows = load_eval_set("alpacafarm")
+    assert list(info2["final_info"]["reference_output"]) == [eval_rows[i]["reference_output"] for i in first_ids]
+    np.testing.assert_array_equal(info2["final_info"]["response_length"], [len(r) for r in responses])
+    second_ids = list(info2["example_index"])
+    assert sorted(first_ids + second_ids) == sorted(EVAL_IDX[:6])  # one shared order: no repeats in an epoch
+    assert obs2 in venv.observation_space
+    assert list(obs2["prompt"]) == [format_prompt(eval_rows[i]["instruction"], eval_rows[i]["input"]) for i in second_ids]
+    venv.step(["x"] * n)
+    assert backend.calls == [n, n]
+    with pytest.raises(ValueError):
+        venv.step(["too", "few"])
+    # same seed, same episodes
+    venv2 = gym.make_vec("AlpacaFarm-v0", num_envs=n, split="eval", indices=EVAL_IDX[:6], reward="length")
+    assert list(venv2.reset(seed=5)[1]["example_index"]) == first_ids
+    venv.close()
