@@ -1,1 +1,152 @@
-"""``reward_model``: a learned scalar reward model (placeholder; full backend follows)."""
+"""``reward_model``: a learned scalar reward model r(prompt + response), as AlpacaFarm's RLHF methods use.
+
+The model is any Hugging Face backbone with a one-output sequence-classification head
+(``AutoModelForSequenceClassification``, ``num_labels=1``), loaded from a local folder or a hub id. The reward is the
+head's output at the last token of ``prompt + response``.
+
+Fidelity (tatsu-lab/alpaca_farm):
+  * the scored text is the formatted prompt concatenated with the response, as a plain string tokenized by the reward
+    model's own tokenizer (``src/alpaca_farm/inference/score.py``, ``score_sequences_with_huggingface_given_model``);
+  * no EOS is appended: ``BinaryRewardModelingDataset(end_sequence_with_eos=False)`` is the default in
+    ``src/alpaca_farm/data_preprocessor.py``;
+  * sequences longer than ``max_length`` are truncated on the right (the tokenizer's default there, too).
+We pad on the right and let the head pool the last non-pad token, which reads the same position as AlpacaFarm's
+left-padded ``hidden[:, -1]`` while keeping position ids correct without passing them.
+
+Models are loaded lazily on the first ``score`` and shared between instances in one process (a module-level cache
+keyed on ``(path, dtype, device)``): envs are re-created often (e.g. by Gymnasium's env checker).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .base import BaseReward, register_reward
+
+_CACHE: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+_LOCK = threading.Lock()
+
+
+def _load(path: str, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:
+    key = (path, str(dtype), str(device))
+    with _LOCK:
+        if key not in _CACHE:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+            except OSError as e:
+                raise OSError(f"cannot load reward model {path!r} as a local folder or Hugging Face model id: {e}") from e
+            if tokenizer.pad_token is None:  # Llama-style tokenizers have none; pads are never read by the head
+                tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+            tokenizer.padding_side = "right"
+            tokenizer.truncation_side = "right"
+            if model.config.pad_token_id is None:  # the head locates the last real token through pad_token_id
+                model.config.pad_token_id = tokenizer.pad_token_id
+            model.to(device).eval()
+            _CACHE[key] = (model, tokenizer)
+        return _CACHE[key]
+
+
+def clear_cache() -> None:
+    """Drop the shared reward models (frees memory; the next ``score`` reloads)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+@register_reward("reward_model")
+class RewardModelReward(BaseReward):
+    """Scores ``prompt + response`` with a scalar-head model; ``prompts`` are already formatted prompts."""
+
+    name = "reward_model"
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike,
+        *,
+        batch_size: int = 8,
+        max_length: int = 1024,
+        device: Any = None,
+        dtype: Any = None,
+    ):
+        from ..models.presets import resolve_device, resolve_dtype
+
+        if batch_size < 1 or max_length < 2:
+            raise ValueError("batch_size must be >= 1 and max_length >= 2")
+        path = str(model_name_or_path)
+        self.model_name_or_path = str(Path(path).resolve()) if os.path.isdir(path) else path
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.name = f"reward_model:{Path(path).name or path}"
+
+    @property
+    def model(self) -> Any:
+        return _load(self.model_name_or_path, self.dtype, self.device)[0]
+
+    @property
+    def tokenizer(self) -> Any:
+        return _load(self.model_name_or_path, self.dtype, self.device)[1]
+
+    @torch.no_grad()
+    def score_texts(self, texts: Sequence[str]) -> list[float]:
+        """Rewards for full texts (prompt and response already concatenated)."""
+        model, tokenizer = _load(self.model_name_or_path, self.dtype, self.device)
+        out: list[float] = []
+        texts = list(texts)
+        for start in range(0, len(texts), self.batch_size):
+            enc = tokenizer(
+                texts[start : start + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+            )
+            logits = model(input_ids=enc.input_ids.to(self.device), attention_mask=enc.attention_mask.to(self.device)).logits
+            out.extend(float(x) for x in logits[:, 0].float().cpu())
+        return out
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], **row: Sequence[Any]) -> list[float]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        return self.score_texts([p + r for p, r in zip(prompts, responses)])
+
+
+def tiny_reward_model(
+    path: str | os.PathLike, *, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 2, seed: int = 0
+) -> Path:
+    """Save a small random ``LlamaForSequenceClassification`` (one output) plus the byte tokenizer to ``path``.
+
+    For tests and demos: a real model folder that ``RewardModelReward(path)`` loads like any other.
+    """
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from ..models.policy import _seeded
+    from ..models.tokenizer import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=4096,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with _seeded(seed):
+        model = LlamaForSequenceClassification(config)
+    path = Path(path)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
