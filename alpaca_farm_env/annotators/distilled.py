@@ -1,0 +1,509 @@
+"""``distilled_gpt4``: an offline pairwise judge distilled from real GPT-4 judgments, and the ``pooled`` /
+``noisy_pooled`` pools built from it.
+
+Model. A per-output score ``s(x, o) = w . phi(x, o)`` over the features of :mod:`.features` (hand features plus frozen
+all-MiniLM-L6-v2 embeddings of the instruction and the output), and ``P(o2 beats o1) = sigmoid(s(x,o2) - s(x,o1))``:
+a Bradley-Terry model, so swapping the outputs gives exactly ``1 - P``. The head is fitted with the Bradley-Terry
+(logistic) loss and an L2 penalty on GPT-4's labels (draws as 0.5 targets).
+
+Training data. The AlpacaEval-1 GPT-4 annotation files ``alpaca_eval_results/<model>/alpaca_eval_gpt4/
+annotations.json`` of a local data dir (output_1 = text-davinci-003, output_2 = the model). Without a local data
+dir, the hub dataset ``tatsu-lab/alpaca_farm`` config ``alpaca_gpt4_preference`` (through ``datasets``).
+
+Artifact. One ``.npz`` holding the feature scales and ``1 + n_bootstrap`` heads: head 0 is fitted on all pairs, the
+others on bootstrap resamples of the pairs with their own seed -- the members of ``pooled``/``noisy_pooled``. It is
+cached under ``utils.cache_dir("judge", "artifacts")``; the package also ships a prebuilt one in
+``alpaca_farm_env/artifacts/`` (see its README), used when the cache has none, so first use needs no training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..utils import cache_dir, digest
+from .base import Annotation, check_lengths, register_annotator
+from .features import DEFAULT_MAX_TOKENS, HAND_FEATURES, N_FEATURES, MiniLMEncoder, build_features
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARTIFACT_FORMAT = 1
+
+
+@dataclass
+class JudgeConfig:
+    """What determines a trained judge (its cache key)."""
+
+    variant: str = "fast"
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    l2: float = 3e-3  # on standardised feature differences, per pair (mean loss)
+    n_bootstrap: int = 4  # pool members, besides the full-data head
+    seed: int = 0
+    models: tuple[str, ...] | None = None  # None: every annotated model in the data dir
+    max_pairs_per_model: int | None = None  # None: all 805
+
+    def key(self) -> str:
+        return digest({"format": ARTIFACT_FORMAT, **dataclasses.asdict(self)})[:16]
+
+
+# ----------------------------------------------------------------------------------------------- data
+def load_training_pairs(
+    data_dir: str | os.PathLike | None = None,
+    models: Sequence[str] | None = None,
+    max_pairs_per_model: int | None = None,
+) -> list[dict[str, Any]]:
+    """GPT-4-labelled pairs with a ``model`` field; rows without a label are dropped.
+
+    Local data dir: the AlpacaEval-1 GPT-4 annotation files. Hub: ``alpaca_gpt4_preference`` (``model`` = "hub").
+    """
+    from ..data import list_annotated_models, load_gpt4_annotations, load_preference, resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    available = list_annotated_models(root) if root is not None else []
+    rows: list[dict[str, Any]] = []
+    if available:
+        chosen = list(models) if models is not None else available
+        unknown = sorted(set(chosen) - set(available))
+        if unknown:
+            raise ValueError(f"no GPT-4 annotations for {unknown} in {root}; available: {', '.join(available)}")
+        for m in chosen:
+            anns = [r for r in load_gpt4_annotations(m, root) if r["preference"] is not None]
+            if max_pairs_per_model is not None:
+                anns = anns[:max_pairs_per_model]
+            rows += [{"instruction": r["instruction"], "input": r.get("input", ""), "output_1": r["output_1"],
+                      "output_2": r["output_2"], "preference": float(r["preference"]), "model": m} for r in anns]
+    else:
+        # a user's machine without the annotation files: the hub's GPT-4 preference set (real `datasets` path)
+        pref = load_preference("alpaca_gpt4_preference", root)
+        if max_pairs_per_model is not None:
+            pref = pref[:max_pairs_per_model]
+        rows = [dict(r, model="alpaca_gpt4_preference") for r in pref if r["preference"] is not None]
+    if not rows:
+        raise ValueError("no GPT-4-labelled pairs to train the distilled judge on")
+    return rows
+
+
+def pair_features(encoder: MiniLMEncoder, rows: Sequence[dict], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(phi(x, output_1), phi(x, output_2)) for each row."""
+    n = len(rows)
+    ins = [r["instruction"] for r in rows] * 2
+    inp = [r.get("input", "") or "" for r in rows] * 2
+    outs = [r["output_1"] for r in rows] + [r["output_2"] for r in rows]
+    f = build_features(encoder, ins, inp, outs, progress=progress)
+    return f[:n], f[n:]
+
+
+# ----------------------------------------------------------------------------------------------- fitting
+def feature_scale(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
+    """Per-feature scale: std over all outputs (differences cancel any offset, so no centring is needed)."""
+    s = np.concatenate([f1, f2]).std(0)
+    return np.where(s > 1e-6, s, 1.0).astype(np.float32)
+
+
+def fit_bt_head(
+    d: np.ndarray, y: np.ndarray, l2: float, sample_weight: np.ndarray | None = None, max_iter: int = 200
+) -> np.ndarray:
+    """Bradley-Terry head: minimise mean weighted BCE(sigmoid(d @ w), y) + l2/2 |w|^2, no intercept (symmetry)."""
+    import torch
+
+    X = torch.as_tensor(d, dtype=torch.float64)
+    Y = torch.as_tensor(y, dtype=torch.float64)
+    W = torch.ones_like(Y) if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float64)
+    W = W / W.sum()
+    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (W * torch.nn.functional.binary_cross_entropy_with_logits(X @ w, Y, reduction="none")).sum()
+        loss = loss + 0.5 * l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy().astype(np.float32)
+
+
+def labels(rows: Sequence[dict]) -> np.ndarray:
+    """GPT-4 preference (1, 1.5, 2 or a float in between) -> P(output_2 better)."""
+    return np.asarray([float(r["preference"]) - 1.0 for r in rows], dtype=np.float64)
+
+
+@dataclass
+class JudgeArtifact:
+    scale: np.ndarray
+    heads: np.ndarray  # (1 + n_bootstrap, n_features)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, scale=self.scale.astype(np.float32), heads=self.heads.astype(np.float32),
+                            meta=np.asarray(json.dumps(self.meta, sort_keys=True)))
+        os.replace(tmp, path)  # never a half-written artifact
+
+    @classmethod
+    def load(cls, path: Path) -> "JudgeArtifact":
+        with np.load(path, allow_pickle=False) as z:
+            art = cls(scale=z["scale"], heads=z["heads"], meta=json.loads(str(z["meta"])))
+        if art.heads.shape[1] != N_FEATURES or art.scale.shape[0] != N_FEATURES:
+            raise ValueError(f"{path}: artifact has {art.heads.shape[1]} features, this version computes {N_FEATURES}; "
+                             "rebuild it with `alpaca-farm judge train`")
+        return art
+
+
+def train_artifact(
+    config: JudgeConfig,
+    data_dir: str | os.PathLike | None = None,
+    encoder: MiniLMEncoder | None = None,
+    progress: bool = True,
+    rows: Sequence[dict] | None = None,
+) -> JudgeArtifact:
+    """Fit the full-data head and ``config.n_bootstrap`` bootstrap heads (pool members) on GPT-4's labels."""
+    if config.variant != "fast":
+        raise ValueError(f"unknown judge variant {config.variant!r}; this version builds 'fast' (see docs/judge.md)")
+    t0 = time.time()
+    rows = list(rows) if rows is not None else load_training_pairs(data_dir, config.models, config.max_pairs_per_model)
+    encoder = encoder or MiniLMEncoder(max_tokens=config.max_tokens)
+    f1, f2 = pair_features(encoder, rows, progress=progress)
+    scale = feature_scale(f1, f2)
+    d = (f2 - f1) / scale
+    y = labels(rows)
+    heads = []
+    iterator = range(1 + config.n_bootstrap)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="fitting judge heads", unit="head")
+    for h in iterator:
+        if h == 0:
+            weight = None
+        else:  # bootstrap resample as multiplicities: same cached features, a different data subset per member
+            rng = np.random.default_rng(config.seed * 1000 + h)
+            weight = np.bincount(rng.integers(0, len(rows), len(rows)), minlength=len(rows)).astype(np.float64)
+        heads.append(fit_bt_head(d, y, config.l2, weight))
+    models = sorted({r["model"] for r in rows})
+    meta = {
+        "config": dataclasses.asdict(config),
+        "encoder": encoder.tag,
+        "n_pairs": len(rows),
+        "models": models,
+        "features": list(HAND_FEATURES) + ["cos(x,o)", "e(o)[384]", "e(x)*e(o)[384]", "e(x)*log_words(o)[384]"],
+        "source": "AlpacaEval-1 GPT-4 annotations (alpaca_eval_results/*/alpaca_eval_gpt4/annotations.json)"
+        if models != ["alpaca_gpt4_preference"] else "hub tatsu-lab/alpaca_farm alpaca_gpt4_preference",
+        "train_seconds": round(time.time() - t0, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    return JudgeArtifact(scale=scale, heads=np.stack(heads), meta=meta)
+
+
+BUILD_COUNT = 0  # number of artifacts trained in this process (tests check that a cached one is reused)
+
+
+def artifact_path(config: JudgeConfig) -> Path:
+    return cache_dir("judge", "artifacts") / f"distilled_{config.variant}_{config.key()}.npz"
+
+
+def packaged_artifact(config: JudgeConfig) -> Path | None:
+    """The prebuilt artifact shipped in the package, when it was built with exactly ``config``."""
+    path = PACKAGED_ARTIFACTS / f"distilled_{config.variant}_{config.key()}.npz"
+    return path if path.is_file() else None
+
+
+def get_artifact(
+    config: JudgeConfig | None = None,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    retrain: bool = False,
+    encoder: MiniLMEncoder | None = None,
+    progress: bool = True,
+) -> tuple[JudgeArtifact, Path]:
+    """Load the cached artifact for ``config``; else copy the packaged one; else train, cache and return it."""
+    global BUILD_COUNT
+    config = config or JudgeConfig()
+    path = artifact_path(config)
+    if not retrain:
+        if path.is_file():
+            return JudgeArtifact.load(path), path
+        shipped = packaged_artifact(config)
+        if shipped is not None:
+            shutil.copyfile(shipped, path.with_name(path.name + ".tmp.npz"))
+            os.replace(path.with_name(path.name + ".tmp.npz"), path)
+            return JudgeArtifact.load(path), path
+    logger.info("training the distilled judge (%s variant); cached at %s", config.variant, path)
+    art = train_artifact(config, data_dir, encoder=encoder, progress=progress)
+    art.save(path)
+    BUILD_COUNT += 1
+    return art, path
+
+
+# ----------------------------------------------------------------------------------------------- the judge
+@register_annotator("distilled_gpt4")
+class DistilledJudge:
+    """Offline GPT-4 judge: ``compare`` (pairwise protocol) and ``annotate(rows)`` (pool-member protocol).
+
+    ``probability`` = P(output_2 better) = sigmoid(s(x, o2) - s(x, o1)); ``preference`` 2 if it is above 0.5, 1 if
+    below, 1.5 if equal (identical outputs always give exactly 0.5). ``head`` picks one of the artifact's heads
+    (0 = full data; 1.. = bootstrap members). Deterministic: ``seed`` is accepted for the protocol and ignored.
+    """
+
+    cost_per_annotation = 0.0  # local CPU only
+
+    def __init__(
+        self,
+        variant: str = "fast",
+        *,
+        head: int = 0,
+        name: str | None = None,
+        data_dir: str | os.PathLike | None = None,
+        config: JudgeConfig | None = None,
+        artifact: JudgeArtifact | None = None,
+        encoder: MiniLMEncoder | None = None,
+        progress: bool = False,
+    ):
+        self.config = config or JudgeConfig(variant=variant)
+        self.encoder = encoder or MiniLMEncoder(max_tokens=self.config.max_tokens)
+        if artifact is None:
+            artifact, _ = get_artifact(self.config, data_dir, encoder=self.encoder, progress=progress)
+        if not 0 <= head < artifact.heads.shape[0]:
+            raise ValueError(f"head {head} out of range: the artifact has {artifact.heads.shape[0]} heads")
+        self.artifact = artifact
+        self.head = head
+        self.w = artifact.heads[head] / artifact.scale
+        self.name = name or ("distilled_gpt4" if head == 0 else f"distilled_gpt4_h{head}")
+        self.progress = progress
+
+    def scores(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> np.ndarray:
+        """Per-output scores s(x, o) (float64)."""
+        f = build_features(self.encoder, list(instructions), [x or "" for x in inputs], list(outputs), progress=self.progress)
+        return f.astype(np.float64) @ self.w.astype(np.float64)
+
+    def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed: int = 0) -> list[Annotation]:
+        n = check_lengths(instructions, inputs, outputs_1, outputs_2)
+        if n == 0:
+            return []
+        s = self.scores(list(instructions) * 2, list(inputs) * 2, list(outputs_1) + list(outputs_2))
+        out = []
+        for i in range(n):
+            diff = 0.0 if outputs_1[i] == outputs_2[i] else float(s[n + i] - s[i])
+            p = float(1.0 / (1.0 + np.exp(-diff)))
+            pref = 2.0 if diff > 0 else (1.0 if diff < 0 else 1.5)
+            out.append(Annotation(preference=pref, probability=p, annotator=self.name, cost=0.0,
+                                  extra={"score_1": float(s[i]), "score_2": float(s[n + i])}))
+        return out
+
+    def annotate(self, rows: list[dict]) -> list[Annotation]:
+        """Pool-member protocol: rows with instruction, input, output_1, output_2 in the presented order."""
+        return self.compare([r["instruction"] for r in rows], [r.get("input", "") or "" for r in rows],
+                            [r["output_1"] for r in rows], [r["output_2"] for r in rows])
+
+
+def _distilled_members(config: JudgeConfig, n_members: int | None, data_dir, progress: bool) -> list[DistilledJudge]:
+    encoder = MiniLMEncoder(max_tokens=config.max_tokens)  # shared: one encoder in memory for all members
+    artifact, _ = get_artifact(config, data_dir, encoder=encoder, progress=progress)
+    n_heads = artifact.heads.shape[0] - 1
+    if n_heads < 1:
+        raise ValueError("the judge artifact has no bootstrap heads to pool (n_bootstrap=0)")
+    k = n_heads if n_members is None else n_members
+    if not 1 <= k <= n_heads:
+        raise ValueError(f"n_members must lie in [1, {n_heads}], got {n_members}")
+    return [DistilledJudge(config=config, artifact=artifact, encoder=encoder, head=h, progress=progress)
+            for h in range(1, k + 1)]
+
+
+def _pool_base():
+    from .pool import AnnotatorPool
+
+    return AnnotatorPool
+
+
+class DistilledPool(_pool_base()):
+    """An :class:`~.pool.AnnotatorPool` of the judge artifact's bootstrap heads (each its own seed and data subset).
+
+    Exactly the pool semantics of :mod:`.pool` (member choice, output-order randomisation, label noise, draws,
+    dedup); the members are :class:`DistilledJudge` instances sharing one encoder and one embedding cache.
+    """
+
+    default_name = "distilled_pool"
+    default_p_label_flip: float | None = None
+
+    def __init__(
+        self,
+        *,
+        p_label_flip: float | None = -1.0,
+        variant: str = "fast",
+        n_members: int | None = None,
+        base_seed: int = 0,
+        data_dir: str | os.PathLike | None = None,
+        config: JudgeConfig | None = None,
+        name: str | None = None,
+        progress: bool = False,
+    ):
+        config = config or JudgeConfig(variant=variant)
+        members = _distilled_members(config, n_members, data_dir, progress)
+        p = self.default_p_label_flip if p_label_flip == -1.0 else p_label_flip
+        super().__init__(members, name=name or self.default_name, p_label_flip=p, is_randomize_output_order=True,
+                         base_seed=base_seed)
+
+
+@register_annotator("pooled")
+class PooledJudge(DistilledPool):
+    """Evaluation default: the distilled pool without label noise (AlpacaFarm evaluates with the noise-free pool)."""
+
+    default_name = "pooled"
+    default_p_label_flip = None
+
+
+@register_annotator("noisy_pooled")
+class NoisyPooledJudge(DistilledPool):
+    """Training default: the same pool with p_label_flip=0.25, AlpacaFarm's training-time label noise (paper Sec. 3.2;
+    reference configs ``alpaca_farm/auto_annotations/annotators/annotator_pool_v0`` with ``p_label_flip=0.25``)."""
+
+    default_name = "noisy_pooled"
+    default_p_label_flip = 0.25
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+MID_RANGE = (20.0, 60.0)  # GPT-4 win-rates where length alone is a poor judge (issue 3 target)
+
+
+def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares (slope, intercept) of y on x."""
+    slope, intercept = np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)
+    return float(slope), float(intercept)
+
+
+def cross_fitted_calibration(pred: dict[str, float], target: dict[str, float]) -> dict[str, float]:
+    """Calibrated win-rate per model from a line fitted on the *other* models (never in-sample)."""
+    out = {}
+    for m in pred:
+        others = [o for o in pred if o != m]
+        if len(others) < 2:
+            out[m] = pred[m]
+            continue
+        slope, intercept = _fit_line([pred[o] for o in others], [target[o] for o in others])
+        out[m] = float(np.clip(slope * pred[m] + intercept, 0.0, 100.0))
+    return out
+
+
+def _agreement(judge_pref: np.ndarray, gpt4_pref: np.ndarray) -> tuple[float, int]:
+    """Agreement on GPT-4's non-draw rows; a judge draw counts one half."""
+    mask = (gpt4_pref == 1.0) | (gpt4_pref == 2.0)
+    if not mask.any():
+        return float("nan"), 0
+    j, g = judge_pref[mask], gpt4_pref[mask]
+    return float(np.mean(np.where(j == 1.5, 0.5, (j == g).astype(float)))), int(mask.sum())
+
+
+def _summary(per_model: dict[str, dict], key: str) -> dict[str, float]:
+    from scipy.stats import spearmanr
+
+    models = list(per_model)
+    gpt4 = np.asarray([per_model[m]["gpt4_win_rate"] for m in models])
+    pred = np.asarray([per_model[m][key] for m in models])
+    rho = float(spearmanr(pred, gpt4).statistic) if len(models) >= 3 else float("nan")
+    return {"mae": float(np.mean(np.abs(pred - gpt4))), "spearman": rho}
+
+
+def evaluate_lomo(
+    data_dir: str | os.PathLike | None = None,
+    config: JudgeConfig | None = None,
+    *,
+    models: Sequence[str] | None = None,
+    max_pairs_per_model: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Leave-one-model-out fidelity to GPT-4 over the annotated models, with the "longer wins" baseline beside it.
+
+    For each model: a head fitted on every other model's pairs judges this model's pairs. Reported per model and
+    overall: per-pair agreement on GPT-4's non-draw rows, win-rate vs davinci003 (hard labels, as the benchmark
+    computes it; ``metrics.win_rate``), its cross-fitted linear calibration, MAE against GPT-4's win-rate and
+    Spearman over models.
+    """
+    from ..metrics import win_rate
+
+    config = config or JudgeConfig()
+    models = list(models) if models is not None else list(config.models or []) or None
+    rows = load_training_pairs(data_dir, models, max_pairs_per_model or config.max_pairs_per_model)
+    by_model: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_model.setdefault(r["model"], []).append(i)
+    if len(by_model) < 2:
+        raise ValueError("leave-one-model-out evaluation needs GPT-4 annotations of at least 2 models")
+    encoder = MiniLMEncoder(max_tokens=config.max_tokens)
+    f1, f2 = pair_features(encoder, rows, progress=progress)
+    y = labels(rows)
+    gpt4_pref = np.asarray([float(r["preference"]) for r in rows])
+    len1 = np.asarray([len(r["output_1"]) for r in rows])
+    len2 = np.asarray([len(r["output_2"]) for r in rows])
+    longer_pref = np.where(len2 > len1, 2.0, np.where(len2 < len1, 1.0, 1.5))
+    judge_pref = np.full(len(rows), np.nan)
+    judge_prob = np.full(len(rows), np.nan)
+    it = list(by_model)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="leave-one-model-out", unit="model")
+    for m in it:
+        test = np.asarray(by_model[m])
+        train = np.setdiff1d(np.arange(len(rows)), test)
+        scale = feature_scale(f1[train], f2[train])
+        w = fit_bt_head((f2[train] - f1[train]) / scale, y[train], config.l2)
+        diff = ((f2[test] - f1[test]) / scale) @ w
+        same = np.asarray([rows[i]["output_1"] == rows[i]["output_2"] for i in test])
+        diff = np.where(same, 0.0, diff)
+        judge_prob[test] = 1.0 / (1.0 + np.exp(-diff))
+        judge_pref[test] = np.where(diff > 0, 2.0, np.where(diff < 0, 1.0, 1.5))
+    per_model: dict[str, dict[str, Any]] = {}
+    for m, idx in by_model.items():
+        idx = np.asarray(idx)
+        per_model[m] = {
+            "n": int(len(idx)),
+            "gpt4_win_rate": win_rate(gpt4_pref[idx])["win_rate"],
+            "judge_win_rate": win_rate(judge_pref[idx])["win_rate"],
+            "judge_prob_win_rate": float(100 * judge_prob[idx].mean()),
+            "longer_win_rate": win_rate(longer_pref[idx])["win_rate"],
+            "judge_agreement": _agreement(judge_pref[idx], gpt4_pref[idx])[0],
+            "longer_agreement": _agreement(longer_pref[idx], gpt4_pref[idx])[0],
+        }
+    target = {m: v["gpt4_win_rate"] for m, v in per_model.items()}
+    for key in ("judge", "longer"):
+        cal = cross_fitted_calibration({m: v[f"{key}_win_rate"] for m, v in per_model.items()}, target)
+        for m in per_model:
+            per_model[m][f"{key}_calibrated_win_rate"] = cal[m]
+    mid = [m for m, v in per_model.items() if MID_RANGE[0] <= v["gpt4_win_rate"] <= MID_RANGE[1]]
+    mid_idx = np.concatenate([np.asarray(by_model[m]) for m in mid]) if mid else np.asarray([], int)
+    summary: dict[str, Any] = {}
+    for key, pref in (("judge", judge_pref), ("longer", longer_pref)):
+        raw = _summary(per_model, f"{key}_win_rate")
+        cal = _summary(per_model, f"{key}_calibrated_win_rate")
+        summary[key] = {
+            "agreement": _agreement(pref, gpt4_pref)[0],
+            "agreement_mid": _agreement(pref[mid_idx], gpt4_pref[mid_idx])[0] if mid else float("nan"),
+            "mae": raw["mae"], "spearman": raw["spearman"],
+            "mae_calibrated": cal["mae"], "spearman_calibrated": cal["spearman"],
+        }
+    summary["judge"]["prob_mae"] = _summary(per_model, "judge_prob_win_rate")["mae"]
+    all_models = list(per_model)
+    line = _fit_line([per_model[m]["judge_win_rate"] for m in all_models], [target[m] for m in all_models])
+    return {
+        "protocol": "leave-one-model-out over the AlpacaEval-1 GPT-4-annotated models; win-rates vs text-davinci-003",
+        "config": dataclasses.asdict(config),
+        "n_pairs": len(rows),
+        "models": all_models,
+        "mid_range_models": mid,
+        "summary": summary,
+        "per_model": per_model,
+        "calibration_line_all_models": {"slope": line[0], "intercept": line[1]},
+    }

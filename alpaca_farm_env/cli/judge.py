@@ -1,0 +1,76 @@
+"""``alpaca-farm judge``: build (``train``) and measure (``eval``) the offline judge distilled from GPT-4 judgments."""
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    from . import add_data_dir_arg
+
+    p = sub.add_parser("judge", help="train / evaluate the offline distilled GPT-4 judge (distilled_gpt4, pooled)")
+    jsub = p.add_subparsers(dest="judge_command", metavar="ACTION")
+
+    t = jsub.add_parser("train", help="build the judge artifact and cache it under the user's cache dir")
+    add_data_dir_arg(t)
+    t.add_argument("--variant", default="fast", choices=["fast", "best"],
+                   help="fast: Bradley-Terry head over frozen MiniLM + hand features (default). 'best' (fine-tuned "
+                        "cross-encoder) is not built by this version")
+    t.add_argument("--models", nargs="*", default=None, help="train on these annotated models only (default: all)")
+    t.add_argument("--max-pairs", type=int, default=None, help="at most this many pairs per model")
+    t.add_argument("--force", action="store_true", help="retrain even if a cached artifact exists")
+    t.set_defaults(func=run_train)
+
+    e = jsub.add_parser("eval", help="leave-one-model-out agreement, win-rate MAE and Spearman vs GPT-4")
+    add_data_dir_arg(e)
+    e.add_argument("--models", nargs="*", default=None, help="evaluate over these annotated models (default: all)")
+    e.add_argument("--max-pairs", type=int, default=None, help="at most this many pairs per model")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=run_eval)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _config(args):
+    from ..annotators.distilled import JudgeConfig
+
+    if getattr(args, "variant", "fast") != "fast":
+        raise ValueError("variant 'best' (fine-tuned MiniLM cross-encoder) is not implemented yet; use --variant fast")
+    return JudgeConfig(variant="fast", models=tuple(args.models) if args.models else None,
+                       max_pairs_per_model=args.max_pairs)
+
+
+def run_train(args) -> int:
+    from ..annotators.distilled import get_artifact
+
+    art, path = get_artifact(_config(args), args.data_dir, retrain=args.force, progress=True)
+    m = art.meta
+    print(f"judge artifact: {path}")
+    print(f"  {m.get('n_pairs')} GPT-4-labelled pairs from {len(m.get('models', []))} models; "
+          f"{art.heads.shape[0]} heads (1 full + {art.heads.shape[0] - 1} bootstrap pool members); "
+          f"built {m.get('built_at')} in {m.get('train_seconds')} s")
+    return 0
+
+
+def run_eval(args) -> int:
+    from ..annotators.distilled import JudgeConfig, evaluate_lomo
+
+    res = evaluate_lomo(args.data_dir, JudgeConfig(), models=args.models or None, max_pairs_per_model=args.max_pairs,
+                        progress=not args.json)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"{res['protocol']}: {len(res['models'])} models, {res['n_pairs']} pairs")
+    print(f"{'model':<24} {'GPT-4':>6} {'judge':>6} {'j.cal':>6} {'longer':>6} {'l.cal':>6} {'agree':>6} {'l.agr':>6}")
+    for m, v in sorted(res["per_model"].items(), key=lambda kv: -kv[1]["gpt4_win_rate"]):
+        print(f"{m:<24} {v['gpt4_win_rate']:6.1f} {v['judge_win_rate']:6.1f} {v['judge_calibrated_win_rate']:6.1f} "
+              f"{v['longer_win_rate']:6.1f} {v['longer_calibrated_win_rate']:6.1f} "
+              f"{100 * v['judge_agreement']:6.1f} {100 * v['longer_agreement']:6.1f}")
+    s = res["summary"]
+    print()
+    print(f"{'':<22} {'agree%':>7} {'agree% [20,60]':>15} {'MAE':>6} {'Spearman':>9} {'MAE cal':>8} {'Sp. cal':>8}")
+    for key, label in (("judge", "distilled_gpt4 (LOMO)"), ("longer", "longer wins")):
+        v = s[key]
+        print(f"{label:<22} {100 * v['agreement']:7.1f} {100 * v['agreement_mid']:15.1f} {v['mae']:6.1f} "
+              f"{v['spearman']:9.2f} {v['mae_calibrated']:8.1f} {v['spearman_calibrated']:8.2f}")
+    print(f"[20,60] models: {', '.join(res['mid_range_models']) or '(none)'}; 'cal' = line from predicted to GPT-4 "
+          "win-rate fitted on the other models (cross-fitted)")
+    return 0

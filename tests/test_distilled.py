@@ -1,0 +1,174 @@
+"""The offline distilled GPT-4 judge: trains (small version), loads from cache, is order-symmetric, and pools.
+
+Real components throughout: the packaged all-MiniLM-L6-v2 encoder, the real AlpacaEval-1 GPT-4 annotation files of
+the data dir, the real AnnotatorPool. The cache lives in a temporary directory, so the first build really trains.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from alpaca_farm_env.annotators import distilled as D
+from alpaca_farm_env.annotators.distilled import DistilledJudge, JudgeConfig
+from alpaca_farm_env.annotators.features import N_FEATURES, MiniLMEncoder
+from alpaca_farm_env.annotators.pool import AnnotatorPool
+
+MODELS = ("falcon-40b-instruct", "gpt4", "phi-2")  # weak, strong and mid GPT-4 win-rates
+N_PAIRS = 40
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, data_dir):
+    cache = tmp_path_factory.mktemp("judge_cache")
+    old = os.environ.get("ALPACA_FARM_CACHE")
+    os.environ["ALPACA_FARM_CACHE"] = str(cache)
+    try:
+        config = JudgeConfig(models=MODELS, max_pairs_per_model=N_PAIRS, n_bootstrap=3)
+        rows = D.load_training_pairs(data_dir, MODELS, N_PAIRS)
+        yield config, rows, cache
+    finally:
+        if old is None:
+            os.environ.pop("ALPACA_FARM_CACHE", None)
+        else:
+            os.environ["ALPACA_FARM_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def built(small, data_dir):
+    config, rows, cache = small
+    before = D.BUILD_COUNT
+    art, path = D.get_artifact(config, data_dir, progress=False)
+    assert D.BUILD_COUNT == before + 1, "first use must train"
+    return config, rows, art, path
+
+
+def test_trains_then_loads_from_cache(built, data_dir):
+    config, rows, art, path = built
+    assert path.is_file() and str(path).startswith(os.environ["ALPACA_FARM_CACHE"])
+    assert art.heads.shape == (1 + config.n_bootstrap, N_FEATURES)
+    assert art.meta["n_pairs"] == len(rows) and len(MODELS) * N_PAIRS - 3 <= len(rows) <= len(MODELS) * N_PAIRS
+    assert art.meta["models"] == sorted(MODELS)
+    # bootstrap heads differ from the full-data head (different data subsets)
+    assert not np.allclose(art.heads[0], art.heads[1])
+    mtime, count = path.stat().st_mtime_ns, D.BUILD_COUNT
+    art2, path2 = D.get_artifact(config, data_dir, progress=False)
+    assert path2 == path and path.stat().st_mtime_ns == mtime and D.BUILD_COUNT == count, "second use retrained"
+    np.testing.assert_array_equal(art2.heads, art.heads)
+    # embeddings are cached by text digest: a fresh encoder recomputes nothing for the same texts
+    enc = MiniLMEncoder(max_tokens=config.max_tokens)
+    D.pair_features(enc, rows[:5])
+    assert enc.n_encoded == 0
+
+
+def test_judge_fits_gpt4_labels_better_than_chance(built):
+    config, rows, art, _ = built
+    judge = DistilledJudge(config=config, artifact=art)
+    anns = judge.compare([r["instruction"] for r in rows], [r["input"] for r in rows],
+                         [r["output_1"] for r in rows], [r["output_2"] for r in rows])
+    gold = [r["preference"] for r in rows]
+    hits = [a.preference == g for a, g in zip(anns, gold) if g in (1.0, 2.0)]
+    assert np.mean(hits) > 0.7  # in-sample, but a head that learned nothing sits near the base rate of one label
+    assert {1.0, 2.0} <= {a.preference for a in anns}  # it does not answer one side for everything
+    assert all(a.annotator == "distilled_gpt4" and a.cost == 0.0 for a in anns)
+
+
+def test_order_symmetry(built):
+    config, rows, art, _ = built
+    judge = DistilledJudge(config=config, artifact=art, head=2)
+    sub = rows[:12]
+    ins, inp = [r["instruction"] for r in sub], [r["input"] for r in sub]
+    o1, o2 = [r["output_1"] for r in sub], [r["output_2"] for r in sub]
+    ab = judge.compare(ins, inp, o1, o2)
+    ba = judge.compare(ins, inp, o2, o1)
+    for x, y in zip(ab, ba):
+        assert x.probability == pytest.approx(1.0 - y.probability, abs=1e-9)
+        assert x.preference == 3.0 - y.preference
+    same = judge.compare(ins[:2], inp[:2], o1[:2], o1[:2])
+    assert [a.preference for a in same] == [1.5, 1.5] and [a.probability for a in same] == [0.5, 0.5]
+    # annotate(rows) is compare() on the presented order
+    assert [a.probability for a in judge.annotate(sub)] == [a.probability for a in ab]
+
+
+def test_pooled_and_noisy_pooled_semantics(built, data_dir):
+    config, rows, art, _ = built
+    pooled = D.PooledJudge(config=config, data_dir=data_dir)
+    noisy = D.NoisyPooledJudge(config=config, data_dir=data_dir)
+    assert isinstance(pooled, AnnotatorPool) and isinstance(noisy, AnnotatorPool)
+    assert pooled.p_label_flip is None and noisy.p_label_flip == 0.25
+    assert len(pooled.members) == config.n_bootstrap and pooled.is_randomize_output_order
+    cols = ([r["instruction"] for r in rows], [r["input"] for r in rows],
+            [r["output_1"] for r in rows], [r["output_2"] for r in rows])
+    clean = pooled.compare(*cols, seed=0)
+    # noise-free pool == the assigned member's own judgment (the swap is undone exactly, by symmetry)
+    for r, a in zip(rows, clean):
+        member = pooled.members[pooled.assign_member(r["instruction"], r["input"], 0)]
+        direct = member.compare([r["instruction"]], [r["input"]], [r["output_1"]], [r["output_2"]])[0]
+        assert a.annotator == member.name and a.preference == direct.preference
+        assert a.probability == pytest.approx(direct.probability, abs=1e-9)
+    assert not any(a.is_noisy_label for a in clean)
+    uniq = len({(r["instruction"], r["input"], r["output_1"], r["output_2"]) for r in rows})
+    same = sum(r["output_1"] == r["output_2"] for r in rows)  # identical outputs: a draw, never queried
+    assert pooled.last_stats["queried"] == uniq - same and pooled.last_stats.get("same_outputs", 0) == same
+    assert sum(Counter(a.annotator for a in clean).values()) == len(rows)
+    assert len(set(a.annotator for a in clean)) >= 2  # members are used, keyed per example
+    nz = noisy.compare(*cols, seed=0)
+    n_noisy = sum(a.is_noisy_label for a in nz)
+    assert noisy.last_stats["noisy"] == n_noisy and noisy.last_stats["queried"] == uniq - same - n_noisy
+    assert 0.3 < n_noisy / len(rows) < 0.7  # p_label_flip=0.25 replaces about half the labels by a coin
+    for a, c in zip(nz, clean):
+        if not a.is_noisy_label:
+            assert a.preference == c.preference  # noise never touches the labels it keeps
+
+
+def test_cli_judge_eval_small_subset(built, data_dir, capsys):
+    from alpaca_farm_env.cli import main
+
+    rc = main(["judge", "eval", "--data-dir", str(data_dir), "--models", *MODELS, "--max-pairs", str(N_PAIRS), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert sorted(res["models"]) == sorted(MODELS) and res["n_pairs"] == len(built[1])
+    # the "longer wins" column is exactly the `longer` annotator on the same pairs
+    from alpaca_farm_env.annotators.heuristics import LongerWinsAnnotator
+    from alpaca_farm_env.metrics import win_rate
+
+    for m in MODELS:
+        sub = [r for r in built[1] if r["model"] == m]
+        anns = LongerWinsAnnotator().compare([r["instruction"] for r in sub], [r["input"] for r in sub],
+                                             [r["output_1"] for r in sub], [r["output_2"] for r in sub])
+        assert res["per_model"][m]["longer_win_rate"] == pytest.approx(win_rate([a.preference for a in anns])["win_rate"])
+        assert res["per_model"][m]["gpt4_win_rate"] == pytest.approx(win_rate([r["preference"] for r in sub])["win_rate"])
+        assert 0.0 <= res["per_model"][m]["judge_agreement"] <= 1.0
+    s = res["summary"]
+    for key in ("judge", "longer"):
+        assert {"agreement", "agreement_mid", "mae", "spearman", "mae_calibrated"} <= set(s[key])
+    for m, v in res["per_model"].items():
+        assert (m in res["mid_range_models"]) == (20.0 <= v["gpt4_win_rate"] <= 60.0)
+
+
+def test_cli_annotators_analyze_longer(data_dir, capsys):
+    from alpaca_farm_env.cli import main
+
+    rc = main(["annotators", "analyze", "--annotator", "longer", "--data-dir", str(data_dir), "--models", *MODELS,
+               "--max-pairs", "60", "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_pairs"] == 60
+    assert res["prefer_longer"] == 1.0 and res["self_consistency_seeds_0_1"] == 1.0  # by construction of `longer`
+    assert 0.3 < res["agreement_with_gpt4"] < 1.0 and res["cost_per_1000"] == 0.0
+    assert 0.3 < res["gpt4_prefer_longer"] < 1.0
+
+
+def test_packaged_artifact_is_small_and_loads():
+    path = D.packaged_artifact(JudgeConfig())
+    if path is None:
+        pytest.fail("no packaged artifact for the default config: run `alpaca-farm judge train` and copy it "
+                    "to alpaca_farm_env/artifacts/ (see its README)")
+    total = sum(p.stat().st_size for p in D.PACKAGED_ARTIFACTS.iterdir() if p.is_file())
+    assert total < 1_000_000
+    art = D.JudgeArtifact.load(path)
+    assert art.heads.shape[1] == N_FEATURES and art.heads.shape[0] >= 2
+    assert len(art.meta["models"]) >= 10 and art.meta["n_pairs"] > 10_000
