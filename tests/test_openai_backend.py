@@ -98,7 +98,7 @@ def test_batching_padding_and_input_folding():
         log = srv.log
     assert len(log) == 3  # without input: 5 + (1 + 4 pads); with input: 2 + 3 pads
     pads = sorted(r["prompt"].count("Solve: 1+1=") for r in log)
-    assert pads == [0, 0, 4] or pads == [0, 3, 4] or pads == [0, 4, 0]  # noinput dummy "Solve: 1+1="
+    assert pads == [0, 0, 4]  # the no-input dummy "Solve: 1+1=" pads only the no-input batch
     with_input = [r for r in log if "context" in r["prompt"]]
     assert len(with_input) == 1 and with_input[0]["prompt"].count("Solve:\n\n1+1=") == 3
     assert "Question p0?\n\ncontext 0" in with_input[0]["prompt"]  # input folded into the instruction
