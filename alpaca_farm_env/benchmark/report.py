@@ -1,0 +1,65 @@
+"""The Table-2-style table (markdown / console) and the bar chart of a benchmark run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+REFERENCE_NAME = "Davinci003"
+
+
+def _fmt(m: dict[str, Any] | None) -> str:
+    if not m or m.get("win_rate") is None:
+        return "—"
+    se = m.get("standard_error")
+    return f"{m['win_rate']:.1f} ± {se:.1f}" if se is not None else f"{m['win_rate']:.1f}"
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """Method, win-rate ± SE vs Davinci003 (and vs the baseline method when there is one), n, average length."""
+    base = results.get("compare_to")
+    head = ["method", "reward", f"win-rate vs {REFERENCE_NAME} (%)"]
+    if base:
+        head.append(f"win-rate vs {base} (%)")
+    head += ["n", "avg length (chars)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for m in results["methods"]:
+        cells = [m["label"], m.get("reward") or "—", _fmt(m["metrics"])]
+        if base:
+            cells.append("(baseline)" if m["method"] == base else _fmt(m.get("vs_baseline")))
+        al = m["metrics"].get("avg_length")
+        cells += [str(m["metrics"]["n_total"]), f"{al:.0f}" if al is not None else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    caption = (f"policy {results['policy']}, evaluator {results['evaluator']}, reference {REFERENCE_NAME} "
+               f"({results['reference']}), {results['n_eval']} instructions")
+    return "\n".join(lines) + "\n\n" + caption
+
+
+def bar_chart(results: dict[str, Any], path: str | Path) -> str:
+    """PNG bar chart of win-rates with standard-error bars (one group per baseline)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = results["methods"]
+    labels = [m["label"] for m in methods]
+    series = [(f"vs {REFERENCE_NAME}", [m["metrics"] for m in methods])]
+    if results.get("compare_to"):
+        series.append((f"vs {results['compare_to']}", [m.get("vs_baseline") or {} for m in methods]))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.8 * len(methods) + 1), 3.6))
+    for k, (name, ms) in enumerate(series):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(methods))]
+        ys = [m.get("win_rate") or 0.0 for m in ms]
+        es = [m.get("standard_error") or 0.0 for m in ms]
+        ax.bar(xs, ys, width, yerr=es, capsize=4, label=name)
+    ax.axhline(50, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(len(methods)), labels, fontsize=8)
+    ax.set_ylabel("win-rate (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{results['preset']}: evaluator {results['evaluator']}, n={results['n_eval']}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)

@@ -1,0 +1,257 @@
+"""``run_benchmark``: for each method, fit (if it trains), generate on the eval subset, annotate against Davinci003
+with the evaluator, and write the run directory.
+
+Run directory (default ``<runs_root>/<preset>-<config digest>``, so re-running the same command resumes)::
+
+    config.json                      the resolved config
+    <method>/generations.jsonl       generation cache, one line per output, appended per batch (resume)
+    <method>/model_outputs.json      outputs in the alpaca_eval layout (instruction, output, generator, dataset)
+    <method>/annotations.json        evaluator annotations vs Davinci003 (alpaca_eval layout; also the cache)
+    <method>/annotations_vs_<m>.json evaluator annotations vs method <m>'s outputs (tiny: vs sft)
+    results.json, results.md, results.png
+
+Every run's rows are also upserted into ``<runs_root>/leaderboard.json`` (see ``leaderboard.py``).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..utils import atomic_write_text, digest
+from .config import BenchmarkConfig, eval_subset
+from .evaluation import annotate_pairs, fold_instruction, match_outputs, to_alpaca_eval_layout
+
+REFERENCE_NAME = "Davinci003"
+
+
+@dataclass
+class MethodResult:
+    method: str
+    label: str
+    reward: str | None
+    metrics: dict[str, Any]
+    vs_baseline: dict[str, Any] | None
+    outputs_path: str
+    annotations_path: str
+    n_generated: int = 0
+    n_generations_cached: int = 0
+    n_annotations_cached: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def default_run_dir(cfg: BenchmarkConfig) -> Path:
+    """``<runs_root>/<name>-<digest of what determines the results>``: the same settings resume the same run."""
+    key = cfg.to_dict()
+    key.pop("runs_root", None)
+    return Path(cfg.runs_root) / f"{cfg.name}-{digest(key)[:10]}"
+
+
+def _accepts(factory: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _agent_kwargs(cfg: BenchmarkConfig, method: str, factory: Any) -> dict[str, Any]:
+    """Generation defaults (only those the agent accepts), then the method's own settings, plus the evaluator."""
+    kwargs: dict[str, Any] = {}
+    for k, v in cfg.generation.__dict__.items():
+        if _accepts(factory, k):
+            kwargs[k] = v
+    kwargs.update({k: v for k, v in cfg.methods.get(method, {}).items() if k != "agent"})
+    if _accepts(factory, "evaluator"):
+        kwargs["evaluator"] = cfg.annotator
+    return kwargs
+
+
+def method_label(method: str, settings: dict[str, Any]) -> str:
+    extras = []
+    if "n" in settings:
+        extras.append(f"n={settings['n']}")
+    if settings.get("reward") is not None:
+        extras.append(f"reward={settings['reward']}")
+    return f"{method} ({', '.join(extras)})" if extras else method
+
+
+def run_benchmark(
+    cfg: BenchmarkConfig,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every method of ``cfg`` and write the run directory; returns the ``results.json`` content."""
+    from tqdm.auto import tqdm
+
+    from ..agents import AGENTS
+    from ..agents.best_of_n import reward_is_evaluator
+    from ..annotators import make_annotator
+    from ..data import load_eval_set
+    from ..metrics import win_rate
+    from . import leaderboard, report
+
+    log = log or (lambda m: print(m, file=sys.stderr))
+    if not cfg.methods:
+        raise ValueError("no methods to run")
+    if cfg.policy is None:
+        raise ValueError(f"preset {cfg.name!r} needs a policy: pass --policy (e.g. the path of your SFT10k model)")
+    if cfg.compare_to is not None and cfg.compare_to not in cfg.methods:
+        log(f"compare_to={cfg.compare_to!r} is not among the methods run; no second baseline column")
+    factories = {m: AGENTS.resolve(cfg.methods[m].get("agent", m)) for m in cfg.methods}  # unknown names fail here
+    for m, kw in cfg.methods.items():  # refuse before any compute (the agent checks again)
+        if "reward" in kw and reward_is_evaluator(kw["reward"], kw.get("reward_kwargs"), cfg.annotator):
+            raise ValueError(f"method {m!r} would rerank with the evaluator {cfg.annotator!r} itself; that overstates "
+                             "the gain. Choose another reward (e.g. --reward length)")
+
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    rows = eval_subset(load_eval_set(cfg.reference, data_dir), cfg.n_eval, cfg.subset_seed)
+    log(f"run dir {run_dir}: {len(rows)} eval instructions, methods {', '.join(cfg.methods)}, evaluator {cfg.annotator}")
+
+    policy_cache: dict[str, Any] = {}
+
+    def shared_policy():  # one policy for all methods, loaded only if something must be generated
+        if "p" not in policy_cache:
+            from ..models import load_policy
+
+            log(f"loading policy {cfg.policy!r}")
+            policy_cache["p"] = load_policy(cfg.policy, **cfg.policy_kwargs)
+        return policy_cache["p"]
+
+    evaluator = None
+    outputs: dict[str, list[str]] = {}
+    results: list[MethodResult] = []
+    for method in cfg.methods:
+        mdir = run_dir / method
+        mdir.mkdir(exist_ok=True)
+        kwargs = _agent_kwargs(cfg, method, factories[method])
+        settings = {"policy": cfg.policy, **{k: v for k, v in kwargs.items() if k != "evaluator"}}
+        gen_key = digest({"method": method, "agent": cfg.methods[method].get("agent", method), **settings})[:16]
+        cache = mdir / "generations.jsonl"
+        done = _read_generations(cache)
+        keys = [digest([gen_key, r["instruction"], r["input"]])[:32] for r in rows]
+        todo = [i for i, k in enumerate(keys) if k not in done]
+        n_cached = len(rows) - len(todo)
+        n_generated = 0
+        agent = None
+        if todo:
+            agent = AGENTS.make(cfg.methods[method].get("agent", method), policy=shared_policy(), **kwargs)
+            if hasattr(agent, "fit"):
+                agent.fit(env=None, output_dir=str(mdir / "fit"), data_dir=data_dir)
+            bs = max(1, int(cfg.generation.batch_size))
+            bar = tqdm(total=len(rows), initial=n_cached, desc=f"generate ({method})", unit="instr", disable=not progress)
+            with open(cache, "a", encoding="utf-8") as f:
+                for start in range(0, len(todo), bs):
+                    idx = todo[start : start + bs]
+                    obs = [_observation(rows[i]) for i in idx]
+                    texts = agent.respond(obs)
+                    if len(texts) != len(obs):
+                        raise ValueError(f"agent {method!r} returned {len(texts)} responses for {len(obs)} observations")
+                    for i, t in zip(idx, texts):
+                        done[keys[i]] = str(t)
+                        f.write(json.dumps({"key": keys[i], "instruction": rows[i]["instruction"], "input": rows[i]["input"], "output": str(t)}, ensure_ascii=False) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())  # a killed run keeps every finished batch
+                    n_generated += len(idx)
+                    bar.update(len(idx))
+            bar.close()
+        outputs[method] = [done[k] for k in keys]
+        if agent is not None and hasattr(agent, "reward_name"):
+            settings["reward"] = agent.reward_name
+        elif "reward" in settings:
+            settings["reward"] = str(settings["reward"])
+        generator = f"{cfg.policy}:{method}"
+        out_rows = [{**r, "output": o} for r, o in zip(rows, outputs[method])]
+        outputs_path = mdir / "model_outputs.json"
+        atomic_write_text(outputs_path, json.dumps(to_alpaca_eval_layout(out_rows, generator), indent=1, ensure_ascii=False))
+
+        if evaluator is None:
+            evaluator = make_annotator(cfg.annotator, **cfg.annotator_kwargs)
+        match = match_outputs([{"instruction": fold_instruction(r["instruction"], r["input"]), "output": r["output"],
+                                "generator": generator} for r in out_rows], rows)
+        assert not match.missing and not match.extra  # our own outputs cover exactly the subset
+        ann, n_ann_cached = annotate_pairs(evaluator, match.pairs, cache_path=mdir / "annotations.json",
+                                           annotator_id=cfg.annotator, seed=cfg.annotator_seed, progress=progress,
+                                           desc=f"annotate ({method} vs {REFERENCE_NAME})")
+        metrics = win_rate([a["preference"] for a in ann], outputs[method])
+        results.append(MethodResult(
+            method=method, label=method_label(method, settings), reward=settings.get("reward"), metrics=metrics,
+            vs_baseline=None, outputs_path=str(outputs_path), annotations_path=str(mdir / "annotations.json"),
+            n_generated=n_generated, n_generations_cached=n_cached, n_annotations_cached=n_ann_cached,
+            settings=settings,
+        ))
+
+    base = cfg.compare_to if cfg.compare_to in outputs else None
+    if base is not None:
+        for res in results:
+            if res.method == base:
+                continue
+            pairs = [{"instruction": r["instruction"], "input": r["input"], "dataset": r["dataset"],
+                      "output_1": b, "generator_1": f"{cfg.policy}:{base}", "output_2": o,
+                      "generator_2": f"{cfg.policy}:{res.method}"}
+                     for r, b, o in zip(rows, outputs[base], outputs[res.method])]
+            ann, _ = annotate_pairs(evaluator, pairs, cache_path=run_dir / res.method / f"annotations_vs_{base}.json",
+                                    annotator_id=cfg.annotator, seed=cfg.annotator_seed, progress=progress,
+                                    desc=f"annotate ({res.method} vs {base})")
+            res.vs_baseline = {"baseline": base, **win_rate([a["preference"] for a in ann], outputs[res.method])}
+
+    out = {
+        "run_dir": str(run_dir),
+        "preset": cfg.name,
+        "policy": cfg.policy,
+        "evaluator": cfg.annotator,
+        "reference": cfg.reference,
+        "n_eval": len(rows),
+        "compare_to": base,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "config": cfg.to_dict(),
+        "methods": [r.to_dict() for r in results],
+    }
+    out = _nan_to_none(out)  # strict JSON: an undefined SE (n < 2) is null
+    atomic_write_text(run_dir / "results.json", json.dumps(out, indent=2, default=str))
+    atomic_write_text(run_dir / "results.md", report.markdown_table(out) + "\n")
+    out["chart_path"] = report.bar_chart(out, run_dir / "results.png")
+    out["leaderboard_path"] = str(leaderboard.add_run(run_dir.parent, out))  # the runs root
+    return out
+
+
+def _observation(row: dict[str, Any]) -> dict[str, str]:
+    from ..data import format_prompt
+
+    return {"instruction": row["instruction"], "input": row["input"], "prompt": format_prompt(row["instruction"], row["input"])}
+
+
+def _read_generations(path: Path) -> dict[str, str]:
+    """Cached outputs by key; a torn last line (killed mid-write) is ignored."""
+    done: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+                done[rec["key"]] = rec["output"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return done
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj
