@@ -181,6 +181,6 @@ def run(args) -> int:
     al = res["avg_length"]
     print(f"win-rate vs Davinci003 ({res['reference']}): {res['win_rate']:.2f} ± {res['standard_error']:.2f}  "
           f"(n={res['n_total']}, wins {res['n_wins']}, losses {res['n_wins_base']}, draws {res['n_draws']}, "
-          f"avg length {al:.0f} chars)" if al is not None else "")
+          f"avg length {'-' if al is None else f'{al:.0f}'} chars)")
     print(f"annotator: {res['annotator']}   annotations: {res['annotations_path']}")
     return 0
