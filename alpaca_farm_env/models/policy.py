@@ -97,7 +97,7 @@ class Policy:
         if greedy:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
-            # top_k=0: no top-k filter (nucleus only), as in AlpacaFarm's decoding (temperature 0.7, top_p 1.0)
+            # top_k=0: no top-k filter, only nucleus, as AlpacaFarm's HFDecodingArguments (inference/decode.py)
             gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
 
         from tqdm.auto import tqdm
@@ -112,6 +112,9 @@ class Policy:
                 seqs = self.model.generate(**enc, **gen_kwargs)
             new = seqs[:, enc["input_ids"].shape[1] :]  # left padding: every prompt ends at the same column
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            # no strip (AlpacaFarm keeps the text as decoded); only NUL chars go, as its NullCharCleanUp does
+            # (tatsu-lab/alpaca_farm src/alpaca_farm/inference/decode.py)
+            texts = [t.replace("\x00", "") for t in texts]
             for i in range(len(batch)):
                 out.append(texts[i * num_return_sequences : (i + 1) * num_return_sequences])
         return out
