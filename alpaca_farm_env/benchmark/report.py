@@ -50,8 +50,9 @@ def bar_chart(results: dict[str, Any], path: str | Path) -> str:
     fig, ax = plt.subplots(figsize=(max(4.0, 1.8 * len(methods) + 1), 3.6))
     for k, (name, ms) in enumerate(series):
         xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(methods))]
-        ys = [m.get("win_rate") or 0.0 for m in ms]
-        es = [m.get("standard_error") or 0.0 for m in ms]
+        # no bar where there is no number (e.g. the baseline method against itself)
+        ys = [m["win_rate"] if m.get("win_rate") is not None else float("nan") for m in ms]
+        es = [m["standard_error"] if m.get("standard_error") is not None else 0.0 for m in ms]
         ax.bar(xs, ys, width, yerr=es, capsize=4, label=name)
     ax.axhline(50, color="grey", lw=0.8, ls="--")
     ax.set_xticks(range(len(methods)), labels, fontsize=8)
