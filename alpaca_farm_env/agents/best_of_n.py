@@ -1,7 +1,8 @@
 """``best_of_n``: sample n responses at temperature 1.0 and keep the one a reward backend scores highest.
 
 Paper Sec. 4 ("Best-of-n sampling"): n samples from the SFT policy, reranked by the surrogate reward model trained
-on simulated preferences (Table 2 uses n = 1024); alpaca_farm ``examples/best_of_n.py`` samples at temperature 1.0.
+on simulated preferences (Table 2 uses n = 1024); alpaca_farm ``examples/best_of_n.py::run_best_of_n`` samples
+at temperature=1.0 with num_return_sequences=4 and max_new_tokens=300.
 Reranking with the evaluator itself would overstate the gain, so that is refused.
 """
 from __future__ import annotations
