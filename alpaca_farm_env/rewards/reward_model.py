@@ -150,3 +150,115 @@ def tiny_reward_model(
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# ------------------------------------------------------------------------------------------------ training ------
+from dataclasses import asdict, dataclass  # noqa: E402
+
+
+@dataclass
+class RewardModelTrainingConfig:
+    """Defaults from AlpacaFarm's ``examples/scripts/reward_modeling.sh`` (tatsu-lab/alpaca_farm): 1 epoch, lr 3e-6,
+    no weight decay, 3% warmup, cosine schedule, max length 512, seed 42, effective batch 16 (8 GPUs x 1 x 2 accum.).
+    Tiny CPU models need a much larger ``learning_rate`` to move at all."""
+
+    model_max_length: int = 512
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 8
+    learning_rate: float = 3e-6
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lr_scheduler_type: str = "cosine"
+    seed: int = 42
+    logging_steps: int = 10
+
+
+def _preference_rows(pairs: Any, tokenizer: Any, max_length: int) -> list[dict[str, list[int]]]:
+    """Rows ``(instruction, input, output_1, output_2, preference)`` -> chosen/rejected token ids.
+
+    ``preference`` 1 means output_1 is preferred, 2 output_2 (AlpacaFarm's convention); other values (draws,
+    unparsed) are skipped. Texts are ``format_prompt + output`` without EOS, truncated on the right, exactly what
+    ``RewardModelReward`` scores (TRL would append an EOS to untokenized text, so we hand it token ids).
+    """
+    from ..data import format_prompt
+
+    rows = []
+    for ex in (pairs.to_dict("records") if hasattr(pairs, "to_dict") else pairs):
+        pref = ex.get("preference")
+        if pref not in (1, 2, 1.0, 2.0):
+            continue
+        prompt = format_prompt(ex["instruction"], ex.get("input") or "")
+        good, bad = (ex["output_1"], ex["output_2"]) if int(pref) == 1 else (ex["output_2"], ex["output_1"])
+        enc = tokenizer([prompt + good, prompt + bad], truncation=True, max_length=max_length)
+        rows.append({"chosen_ids": enc.input_ids[0], "rejected_ids": enc.input_ids[1]})
+    if not rows:
+        raise ValueError("no usable preference rows (need preference 1 or 2)")
+    return rows
+
+
+def train_reward_model(
+    pairs: Any,
+    backbone: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    config: RewardModelTrainingConfig | None = None,
+    **overrides: Any,
+) -> Path:
+    """Train a scalar reward model on preference rows with TRL's ``RewardTrainer`` (Bradley-Terry loss) and save it
+    to ``output_dir`` (model + tokenizer, written to a temp dir and renamed, so a crash leaves no half folder).
+
+    ``backbone``: a folder or hub id of any model ``AutoModelForSequenceClassification`` can load (a causal LM gets a
+    fresh scalar head). ``overrides`` replace fields of ``config``. Returns the folder, usable as
+    ``RewardModelReward(output_dir)``.
+    """
+    import shutil
+    import tempfile
+
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    cfg = RewardModelTrainingConfig(**{**asdict(config or RewardModelTrainingConfig()), **overrides})
+    tokenizer = AutoTokenizer.from_pretrained(str(backbone))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model = AutoModelForSequenceClassification.from_pretrained(str(backbone), num_labels=1, dtype=torch.float32)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    dataset = Dataset.from_list(_preference_rows(pairs, tokenizer, cfg.model_max_length))
+
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=output_dir.name + ".tmp-", dir=output_dir.parent))
+    try:
+        args = RewardConfig(
+            output_dir=str(tmp / "trainer"),
+            max_length=None,  # already truncated (TRL would drop long pairs instead)
+            num_train_epochs=cfg.num_train_epochs,
+            per_device_train_batch_size=cfg.per_device_train_batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+            warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+            lr_scheduler_type=cfg.lr_scheduler_type,
+            seed=cfg.seed,
+            logging_steps=cfg.logging_steps,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=not torch.cuda.is_available(),
+            disable_dropout=True,
+        )
+        trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        trainer.train()
+        final = tmp / "model"
+        trainer.model.save_pretrained(final)
+        tokenizer.save_pretrained(final)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.rename(final, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    with _LOCK:  # a model saved under a cached path must not be served stale
+        for key in [k for k in _CACHE if k[0] == str(output_dir.resolve())]:
+            del _CACHE[key]
+    return output_dir
