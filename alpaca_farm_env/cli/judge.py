@@ -71,6 +71,6 @@ def run_eval(args) -> int:
         v = s[key]
         print(f"{label:<22} {100 * v['agreement']:7.1f} {100 * v['agreement_mid']:15.1f} {v['mae']:6.1f} "
               f"{v['spearman']:9.2f} {v['mae_calibrated']:8.1f} {v['spearman_calibrated']:8.2f}")
-    print(f"[20,60] models: {', '.join(res['mid_range_models']) or '(none)'}; 'cal' = line from predicted to GPT-4 "
-          "win-rate fitted on the other models (cross-fitted)")
+    print(f"[20,60] models: {', '.join(res['mid_range_models']) or '(none)'}; 'cal' = line from logit(predicted) to "
+          "logit(GPT-4 win-rate) fitted on the other models (cross-fitted)")
     return 0
