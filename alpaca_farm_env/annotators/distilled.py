@@ -367,8 +367,8 @@ class PooledJudge(DistilledPool):
 
 @register_annotator("noisy_pooled")
 class NoisyPooledJudge(DistilledPool):
-    """Training default: the same pool with p_label_flip=0.25, AlpacaFarm's training-time label noise (paper Sec. 3.2;
-    reference configs ``alpaca_farm/auto_annotations/annotators/annotator_pool_v0`` with ``p_label_flip=0.25``)."""
+    """Training default: the same pool with p_label_flip=0.25, AlpacaFarm's training-time label noise (the noisy
+    pool of the paper; semantics and reference-code citations in :mod:`.pool` and docs/annotators.md)."""
 
     default_name = "noisy_pooled"
     default_p_label_flip = 0.25
