@@ -12,9 +12,8 @@ def add_parser(sub) -> None:
 
     t = jsub.add_parser("train", help="build the judge artifact and cache it under the user's cache dir")
     add_data_dir_arg(t)
-    t.add_argument("--variant", default="fast", choices=["fast", "best"],
-                   help="fast: Bradley-Terry head over frozen MiniLM + hand features (default). 'best' (fine-tuned "
-                        "cross-encoder) is not built by this version")
+    t.add_argument("--variant", default="fast", choices=["fast"],
+                   help="fast: Bradley-Terry head over frozen MiniLM + hand features (the only variant so far)")
     t.add_argument("--models", nargs="*", default=None, help="train on these annotated models only (default: all)")
     t.add_argument("--max-pairs", type=int, default=None, help="at most this many pairs per model")
     t.add_argument("--force", action="store_true", help="retrain even if a cached artifact exists")
@@ -32,8 +31,6 @@ def add_parser(sub) -> None:
 def _config(args):
     from ..annotators.distilled import JudgeConfig
 
-    if getattr(args, "variant", "fast") != "fast":
-        raise ValueError("variant 'best' (fine-tuned MiniLM cross-encoder) is not implemented yet; use --variant fast")
     return JudgeConfig(variant="fast", models=tuple(args.models) if args.models else None,
                        max_pairs_per_model=args.max_pairs)
 
