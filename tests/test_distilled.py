@@ -172,3 +172,52 @@ def test_packaged_artifact_is_small_and_loads():
     art = D.JudgeArtifact.load(path)
     assert art.heads.shape[1] == N_FEATURES and art.heads.shape[0] >= 2
     assert len(art.meta["models"]) >= 10 and art.meta["n_pairs"] > 10_000
+
+
+def test_synthetic_negatives_are_deterministic_per_model_and_label_the_reference(built):
+    config, rows, _, _ = built
+    syn = D.synthetic_negatives(rows, 0.5, seed=0)
+    assert syn == D.synthetic_negatives(rows, 0.5, seed=0)  # stable hashes, no global RNG
+    assert 0.3 * len(rows) < len(syn) < 0.7 * len(rows)
+    assert {r["synthetic"] for r in syn} == set(D.SYNTHETIC_KINDS)
+    real = {(r["model"], r["instruction"], r["input"]): r for r in rows}
+    outputs_of = {}
+    for r in rows:
+        outputs_of.setdefault(r["model"], set()).add(r["output_2"])
+    for s in syn:
+        src = real[(s["model"], s["instruction"], s["input"])]
+        assert s["preference"] == 1.0 and s["output_1"] == src["output_1"] and s["output_2"] != src["output_2"]
+        if s["synthetic"] == "mismatched":  # another instruction's answer by the same model (a LOMO fold drops both)
+            assert s["output_2"] in outputs_of[s["model"]]
+        if s["synthetic"] == "template_echo":
+            assert "### Instruction:" in s["output_2"]
+    rows2, w = D.with_synthetic(rows, config)
+    assert len(rows2) == len(rows) + len(syn) and w[: len(rows)].tolist() == [1.0] * len(rows)
+    assert np.all(w[len(rows):] == config.augment_weight)
+
+
+def test_packaged_judge_ranks_degenerate_outputs_below_the_reference(data_dir, tmp_path, monkeypatch):
+    """Degenerate versions of a held-out model's answers (vicuna-7b has no GPT-4 annotations, so the packaged head
+    never saw its outputs) lose to the davinci003 reference, and score below the model's own answer."""
+    monkeypatch.setenv("ALPACA_FARM_CACHE", str(tmp_path))  # the packaged artifact, not a user's cached one
+    from alpaca_farm_env.benchmark.evaluation import match_outputs
+    from alpaca_farm_env.data import load_eval_set, load_model_outputs
+
+    pairs = match_outputs(load_model_outputs("vicuna-7b", data_dir), load_eval_set("alpacaeval1", data_dir)).pairs
+    pairs = [p for p in pairs if len(p["output_2"].split()) >= 40][:60:3]  # 20 answers long enough to degrade
+    judge = DistilledJudge()
+    n = len(pairs)
+    rows = [dict(p, model="vicuna-7b") for p in pairs]
+    for kind in D.SYNTHETIC_KINDS:
+        bad = [D.degenerate_output(kind, r, rows[(i + 7) % n], f"test|{i}") for i, r in enumerate(rows)]
+        ins, inp = [p["instruction"] for p in pairs], [p["input"] for p in pairs]
+        vs_ref = judge.compare(ins, inp, [p["output_1"] for p in pairs], bad)
+        vs_own = judge.compare(ins, inp, [p["output_2"] for p in pairs], bad)
+        # the model's own answer always beats its off-topic / cut-off / looping / template-echoing version ...
+        assert np.mean([a.preference == 1.0 for a in vs_own]) >= 0.9, kind
+        # ... and looping, template echoes and (near-)empty answers lose to the reference. A long off-topic or cut-off
+        # vicuna answer still beats the shorter reference in some pairs (measured 60% / 75% losses: docs/judge.md)
+        if kind in ("repetitive", "template_echo", "near_empty"):
+            assert np.mean([a.preference == 1.0 for a in vs_ref]) >= 0.9, kind
+        else:
+            assert np.mean([a.preference == 1.0 for a in vs_ref]) >= 0.5, kind

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..utils import cache_dir, digest
+from ..utils import cache_dir, digest, stable_hash
 from .base import Annotation, check_lengths, register_annotator
 from .features import DEFAULT_MAX_TOKENS, HAND_FEATURES, N_FEATURES, MiniLMEncoder, build_features
 
@@ -50,6 +50,10 @@ class JudgeConfig:
     seed: int = 0
     models: tuple[str, ...] | None = None  # None: every annotated model in the data dir
     max_pairs_per_model: int | None = None  # None: all 805
+    # Synthetic negatives (``synthetic_negatives``): one per ``1/augment_fraction`` real pairs, each weighted
+    # ``augment_weight`` relative to a real pair. 0 turns the augmentation off.
+    augment_fraction: float = 0.5
+    augment_weight: float = 0.2
 
     def key(self) -> str:
         return digest({"format": ARTIFACT_FORMAT, **dataclasses.asdict(self)})[:16]
@@ -100,6 +104,89 @@ def pair_features(encoder: MiniLMEncoder, rows: Sequence[dict], progress: bool =
     outs = [r["output_1"] for r in rows] + [r["output_2"] for r in rows]
     f = build_features(encoder, ins, inp, outs, progress=progress)
     return f[:n], f[n:]
+
+
+# ----------------------------------------------------------------------------------------------- augmentation
+SYNTHETIC_KINDS = ("mismatched", "truncated", "repetitive", "template_echo", "near_empty")
+
+
+def _words_prefix(text: str, n_words: int) -> str:
+    """The text up to its ``n_words``-th word (keeps the original spacing and formatting)."""
+    import re
+
+    m = list(re.finditer(r"\S+", text))
+    if n_words >= len(m):
+        return text
+    return text[: m[max(n_words, 1) - 1].end()] if m else ""
+
+
+def degenerate_output(kind: str, row: dict, other: dict, key: str) -> str:
+    """One degenerate answer to ``row``'s instruction, built from ``row``'s model output (``output_2``) and another
+    row of the same model (``other``): the failure modes of a weak or base model that no annotated model shows.
+
+    mismatched: the answer to a different instruction; truncated: cut mid-sentence after 15-45% of its words;
+    repetitive: an opening phrase looped; template_echo: a short start followed by an echoed Alpaca prompt template
+    and another instruction; near_empty: nothing or a few words.
+    """
+    o = row["output_2"].strip()
+    h = stable_hash("synthetic", key)
+    n = len(o.split())
+    if kind == "mismatched":
+        return other["output_2"]
+    if kind == "truncated":
+        cut = _words_prefix(o, max(3, int(n * (0.15 + 0.3 * (h % 100) / 100))))
+        return cut.rstrip(" .!?;:)\"'`*")
+    if kind == "repetitive":
+        phrase = _words_prefix(o, 6 + h % 10).rstrip()
+        return " ".join([phrase] * (3 + h % 6))
+    if kind == "template_echo":
+        start = _words_prefix(o, 8 + h % 20)
+        return (f"{start}\n\n### Instruction:\n{other['instruction']}\n\n### Response:\n"
+                f"{_words_prefix(other['output_2'], 10 + h % 30)}")
+    if kind == "near_empty":
+        return _words_prefix(o, h % 4)  # 0 words: the empty answer
+    raise ValueError(f"unknown synthetic kind {kind!r}; one of {SYNTHETIC_KINDS}")
+
+
+def synthetic_negatives(rows: Sequence[dict], fraction: float, seed: int = 0) -> list[dict]:
+    """Degenerate answers GPT-4 would certainly rank below the davinci003 reference, labelled as reference wins.
+
+    The annotated models are all fluent (the weakest, phi-2, wins 31% against davinci003), so a head fitted on them
+    alone never sees incoherent, off-topic, looping, template-echoing or cut-off text and rates it like any other
+    short answer. About ``fraction * len(rows)`` rows are chosen by a stable hash of (seed, model, instruction); each
+    gets one kind, again by stable hash, built from the same model's outputs only, so a leave-one-model-out fold can
+    drop the held-out model's synthetic rows with its real ones. Rows carry ``model``, ``synthetic`` = kind and
+    ``preference`` = 1.0 (output_1 = the reference wins).
+    """
+    if fraction <= 0:
+        return []
+    by_model: dict[str, list[dict]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], []).append(r)
+    out = []
+    for m, rs in by_model.items():
+        if len(rs) < 2:
+            continue
+        for i, r in enumerate(rs):
+            key = f"{seed}|{m}|{r['instruction']}|{r.get('input', '')}"
+            h = stable_hash("pick", key)
+            if (h % 10_000) / 10_000 >= fraction:
+                continue
+            kind = SYNTHETIC_KINDS[stable_hash("kind", key) % len(SYNTHETIC_KINDS)]
+            other = rs[(i + 1 + stable_hash("other", key) % (len(rs) - 1)) % len(rs)]  # never the row itself
+            o2 = degenerate_output(kind, r, other, key)
+            if o2 == r["output_1"]:
+                continue
+            out.append({"instruction": r["instruction"], "input": r.get("input", ""), "output_1": r["output_1"],
+                        "output_2": o2, "preference": 1.0, "model": m, "synthetic": kind})
+    return out
+
+
+def with_synthetic(rows: Sequence[dict], config: "JudgeConfig") -> tuple[list[dict], np.ndarray]:
+    """``rows`` + their synthetic negatives, and per-row base weights (1 real, ``config.augment_weight`` synthetic)."""
+    syn = synthetic_negatives(rows, config.augment_fraction, config.seed) if config.augment_weight > 0 else []
+    weights = np.concatenate([np.ones(len(rows)), np.full(len(syn), float(config.augment_weight))])
+    return list(rows) + syn, weights
 
 
 # ----------------------------------------------------------------------------------------------- fitting
@@ -174,10 +261,11 @@ def train_artifact(
     if config.variant != "fast":
         raise ValueError(f"unknown judge variant {config.variant!r}; this version builds 'fast' (see docs/judge.md)")
     t0 = time.time()
-    rows = list(rows) if rows is not None else load_training_pairs(data_dir, config.models, config.max_pairs_per_model)
+    real = list(rows) if rows is not None else load_training_pairs(data_dir, config.models, config.max_pairs_per_model)
+    rows, base_weight = with_synthetic(real, config)
     encoder = encoder or MiniLMEncoder(max_tokens=config.max_tokens)
     f1, f2 = pair_features(encoder, rows, progress=progress)
-    scale = feature_scale(f1, f2)
+    scale = feature_scale(f1[: len(real)], f2[: len(real)])  # real outputs only, as in the LOMO folds
     d = (f2 - f1) / scale
     y = labels(rows)
     heads = []
@@ -188,16 +276,17 @@ def train_artifact(
         iterator = tqdm(iterator, desc="fitting judge heads", unit="head")
     for h in iterator:
         if h == 0:
-            weight = None
+            weight = base_weight
         else:  # bootstrap resample as multiplicities: same cached features, a different data subset per member
             rng = np.random.default_rng(config.seed * 1000 + h)
-            weight = np.bincount(rng.integers(0, len(rows), len(rows)), minlength=len(rows)).astype(np.float64)
+            weight = base_weight * np.bincount(rng.integers(0, len(rows), len(rows)), minlength=len(rows))
         heads.append(fit_bt_head(d, y, config.l2, weight))
     models = sorted({r["model"] for r in rows})
     meta = {
         "config": dataclasses.asdict(config),
         "encoder": encoder.tag,
-        "n_pairs": len(rows),
+        "n_pairs": len(real),
+        "n_synthetic": len(rows) - len(real),
         "models": models,
         "features": list(HAND_FEATURES) + ["cos(x,o)", "e(o)[384]", "e(x)*e(o)[384]", "e(x)*log_words(o)[384]"],
         "source": "AlpacaEval-1 GPT-4 annotations (alpaca_eval_results/*/alpaca_eval_gpt4/annotations.json)"
@@ -451,8 +540,12 @@ def evaluate_lomo(
     if len(by_model) < 2:
         raise ValueError("leave-one-model-out evaluation needs GPT-4 annotations of at least 2 models")
     encoder = MiniLMEncoder(max_tokens=config.max_tokens)
-    f1, f2 = pair_features(encoder, rows, progress=progress)
-    y = labels(rows)
+    # synthetic negatives enter training folds only: built per model, dropped with the held-out model, never judged
+    all_rows, base_weight = with_synthetic(rows, config)
+    syn_model = np.asarray([r["model"] for r in all_rows[len(rows):]], dtype=object)
+    f1_all, f2_all = pair_features(encoder, all_rows, progress=progress)
+    y_all = labels(all_rows)
+    f1, f2, y = f1_all[: len(rows)], f2_all[: len(rows)], y_all[: len(rows)]
     gpt4_pref = np.asarray([float(r["preference"]) for r in rows])
     len1 = np.asarray([len(r["output_1"]) for r in rows])
     len2 = np.asarray([len(r["output_2"]) for r in rows])
@@ -468,7 +561,8 @@ def evaluate_lomo(
         test = np.asarray(by_model[m])
         train = np.setdiff1d(np.arange(len(rows)), test)
         scale = feature_scale(f1[train], f2[train])
-        w = fit_bt_head((f2[train] - f1[train]) / scale, y[train], config.l2)
+        train = np.concatenate([train, len(rows) + np.flatnonzero(syn_model != m)]).astype(int)
+        w = fit_bt_head((f2_all[train] - f1_all[train]) / scale, y_all[train], config.l2, base_weight[train])
         diff = ((f2[test] - f1[test]) / scale) @ w
         same = np.asarray([rows[i]["output_1"] == rows[i]["output_2"] for i in test])
         diff = np.where(same, 0.0, diff)
@@ -510,6 +604,7 @@ def evaluate_lomo(
         "protocol": "leave-one-model-out over the AlpacaEval-1 GPT-4-annotated models; win-rates vs text-davinci-003",
         "config": dataclasses.asdict(config),
         "n_pairs": len(rows),
+        "n_synthetic": len(all_rows) - len(rows),
         "models": all_models,
         "mid_range_models": mid,
         "summary": summary,
