@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -31,6 +32,17 @@ def random_seeded_choice(seed: Any, choices: Sequence[Any], weights: Sequence[fl
 def digest(obj: Any) -> str:
     """sha256 hex digest of a JSON-serialisable object (sorted keys), for cache keys."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")).hexdigest()
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace NaN/inf floats (e.g. an undefined standard error) by None, recursively, for strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def cache_dir(*sub: str) -> Path:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..utils import atomic_write_text, digest
+from ..utils import atomic_write_text, digest, json_safe
 from .config import BenchmarkConfig, eval_subset
 from .evaluation import annotate_pairs, fold_instruction, match_outputs, to_alpaca_eval_layout
 
@@ -220,7 +220,7 @@ def run_benchmark(
         "config": cfg.to_dict(),
         "methods": [r.to_dict() for r in results],
     }
-    out = _nan_to_none(out)  # strict JSON: an undefined SE (n < 2) is null
+    out = json_safe(out)  # strict JSON: an undefined SE (n < 2) is null
     atomic_write_text(run_dir / "results.json", json.dumps(out, indent=2, default=str))
     atomic_write_text(run_dir / "results.md", report.markdown_table(out) + "\n")
     out["chart_path"] = report.bar_chart(out, run_dir / "results.png")
@@ -246,12 +246,3 @@ def _read_generations(path: Path) -> dict[str, str]:
                 continue
     return done
 
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and obj != obj:
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_nan_to_none(v) for v in obj]
-    return obj

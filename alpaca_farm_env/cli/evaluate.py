@@ -6,11 +6,12 @@ come from :func:`alpaca_farm_env.metrics.win_rate`, the one win-rate function of
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from ..utils import json_safe
 
 DEFAULT_ANNOTATOR = "pooled"
 
@@ -154,15 +155,6 @@ def _row_id(r: dict[str, Any]) -> dict[str, str]:
     return {"instruction": r["instruction"], "input": r.get("input", "")}
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
-
 
 def run(args) -> int:
     res = evaluate(
@@ -176,7 +168,7 @@ def run(args) -> int:
         progress=not args.no_progress and not args.json,
     )
     if args.json:
-        print(json.dumps(_json_safe(res)))
+        print(json.dumps(json_safe(res)))
         return 0
     al = res["avg_length"]
     print(f"win-rate vs Davinci003 ({res['reference']}): {res['win_rate']:.2f} ± {res['standard_error']:.2f}  "

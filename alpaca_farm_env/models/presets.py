@@ -57,6 +57,26 @@ def resolve_device(device: Any) -> torch.device:
     return torch.device(device)
 
 
+def tiny_llama_config(tokenizer: Any, vocab_size: int | None = None, hidden_size: int = 32, num_layers: int = 2,
+                      num_heads: int = 2, **extra: Any):
+    """A small ``LlamaConfig`` sized to ``tokenizer`` (special token ids included), for test models."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size or len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **extra,
+    )
+
+
 def tiny_llama(
     vocab_size: int | None = None,
     hidden_size: int = 32,
@@ -69,24 +89,12 @@ def tiny_llama(
     device: Any = None,
 ) -> Policy:
     """A randomly initialised ``LlamaForCausalLM`` (seeded, so the same arguments give the same weights)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from .policy import _seeded
 
     tokenizer = tokenizer if tokenizer is not None else byte_tokenizer()
-    config = LlamaConfig(
-        vocab_size=vocab_size or len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
-        max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
+    config = tiny_llama_config(tokenizer, vocab_size, hidden_size, num_layers, num_heads, tie_word_embeddings=False)
     with _seeded(seed):
         model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -125,25 +125,14 @@ def tiny_reward_model(
 
     For tests and demos: a real model folder that ``RewardModelReward(path)`` loads like any other.
     """
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     from ..models.policy import _seeded
+    from ..models.presets import tiny_llama_config
     from ..models.tokenizer import byte_tokenizer
 
     tokenizer = byte_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
-        max_position_embeddings=4096,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = tiny_llama_config(tokenizer, None, hidden_size, num_layers, num_heads, num_labels=1)
     with _seeded(seed):
         model = LlamaForSequenceClassification(config)
     path = Path(path)
