@@ -23,6 +23,8 @@ from ..utils import stable_hash
 DATA_DIR_ENV = "ALPACA_FARM_DATA_DIR"
 HF_FARM = "tatsu-lab/alpaca_farm"
 HF_EVAL = "tatsu-lab/alpaca_eval"
+# Override the hub repos (e.g. a mirror or a local folder laid out like the hub repo): used by the tests.
+HF_FARM_ENV, HF_EVAL_ENV = "ALPACA_FARM_HF_FARM", "ALPACA_FARM_HF_EVAL"
 
 REFERENCES = {
     # (A) the AlpacaFarm paper's text-davinci-003 outputs: matches the paper's simulated-pool numbers.
@@ -163,14 +165,29 @@ def _eval_set_cached(reference: str, root: str | None) -> tuple[dict[str, Any], 
     )
 
 
-def _hub_eval_set(reference: str) -> list[dict[str, Any]]:
+def hub_dataset(which: str, config: str, split: str):
+    """``datasets.load_dataset`` on the AlpacaFarm (``which="farm"``) or AlpacaEval (``"eval"``) hub repo.
+
+    Both repos are script-based, which ``datasets`` >= 4 refuses to run; the hub keeps a parquet export of them
+    under ``refs/convert/parquet`` with the same configs and splits, so fall back to it.
+    """
     import datasets
 
-    farm = datasets.load_dataset(HF_FARM, "alpaca_farm_evaluation", split="eval")
+    repo = os.environ.get(HF_FARM_ENV if which == "farm" else HF_EVAL_ENV) or (HF_FARM if which == "farm" else HF_EVAL)
+    try:
+        return datasets.load_dataset(repo, config, split=split)
+    except RuntimeError as e:
+        if "scripts are no longer supported" not in str(e):
+            raise
+        return datasets.load_dataset(repo, config, split=split, revision="refs/convert/parquet")
+
+
+def _hub_eval_set(reference: str) -> list[dict[str, Any]]:
+    farm = hub_dataset("farm", "alpaca_farm_evaluation", "eval")
     rows = [dict(r) for r in farm]
     if reference == "alpacaeval1":
         # AlpacaEval folds input into instruction; same 805 rows in the same order (checked below).
-        ae = datasets.load_dataset(HF_EVAL, "alpaca_eval", split="eval")
+        ae = hub_dataset("eval", "alpaca_eval", "eval")
         for r, a in zip(rows, ae, strict=True):
             joined = r["instruction"] + ("\n\n" + r["input"] if r["input"] else "")
             if joined != a["instruction"]:
@@ -189,9 +206,7 @@ def load_split(split: str, data_dir: str | os.PathLike | None = None) -> list[di
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     root = resolve_data_dir(data_dir)
     if root is None:
-        import datasets
-
-        ds = datasets.load_dataset(HF_FARM, "alpaca_instructions", split=split)
+        ds = hub_dataset("farm", "alpaca_instructions", split)
         return [{"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in ds]
     if split == "val":
         return _load_val(root)
@@ -241,9 +256,7 @@ def load_preference(name: str = "alpaca_gpt4_preference", data_dir: str | os.Pat
         raise ValueError(f"unknown preference set {name!r}; choose one of {list(PREFERENCE_SETS)}")
     root = resolve_data_dir(data_dir)
     if root is None:
-        import datasets
-
-        ds = datasets.load_dataset(HF_FARM, name, split="preference")
+        ds = hub_dataset("farm", name, "preference")
         return [
             {k: r[k] for k in ("instruction", "input", "output_1", "output_2")} | {"preference": float(r["preference"])}
             for r in ds
