@@ -221,3 +221,55 @@ def test_packaged_judge_ranks_degenerate_outputs_below_the_reference(data_dir, t
             assert np.mean([a.preference == 1.0 for a in vs_ref]) >= 0.9, kind
         else:
             assert np.mean([a.preference == 1.0 for a in vs_ref]) >= 0.5, kind
+
+
+# ----------------------------------------------------------------------------------------------- best variant
+def test_best_variant_trains_resumes_loads_from_cache_and_is_order_symmetric(small, data_dir):
+    """The fine-tuned cross-encoder: a few steps on 12 pairs at 32 word pieces (real MiniLM, real GPT-4 labels)."""
+    from alpaca_farm_env.annotators import cross_encoder as CE
+    from alpaca_farm_env.annotators.base import make_annotator
+
+    _, _, cache = small
+    rows = D.load_training_pairs(data_dir, MODELS, 4)
+    cfg = CE.CrossEncoderConfig(models=MODELS, max_pairs_per_model=4, max_length=32, batch_pairs=4, max_steps=3,
+                                n_pool_pairs=8, n_bootstrap=2, warmup_steps=1)
+    folder = CE.artifact_dir(cfg)
+    assert str(folder).startswith(str(cache))
+    # a run killed after 2 steps leaves a checkpoint and no artifact
+    CE.train_best(cfg, data_dir, rows=rows, stop_after_steps=2, checkpoint_every=100, progress=False)
+    assert (folder / "checkpoint.pt").is_file() and not (folder / "model.pt").exists()
+    # first use resumes from it and finishes the remaining step
+    before = CE.BEST_BUILD_COUNT
+    model = CE.get_best_model(cfg, data_dir, progress=False, rows=rows)
+    assert CE.BEST_BUILD_COUNT == before + 1
+    assert model.meta["resumed_from_step"] == 2 and model.meta["steps"] == 3 and model.meta["n_pairs"] == len(rows)
+    assert model.heads.shape == (1 + cfg.n_bootstrap, 1 + len(D.HAND_FEATURES))
+    assert not np.allclose(model.heads[1], model.heads[2])  # bootstrap members: own data subsets
+    # the encoder really moved away from the packaged weights, and its projection from zero
+    assert float(model.scorer.proj.weight.detach().abs().sum()) > 0
+    # second use loads from the cache without training
+    mtime = (folder / "model.pt").stat().st_mtime_ns
+    judge = make_annotator("distilled_gpt4", variant="best", config=cfg, data_dir=data_dir)
+    assert CE.BEST_BUILD_COUNT == before + 1 and (folder / "model.pt").stat().st_mtime_ns == mtime
+    sub = rows[:6]
+    ins, inp = [r["instruction"] for r in sub], [r["input"] for r in sub]
+    o1, o2 = [r["output_1"] for r in sub], [r["output_2"] for r in sub]
+    ab = judge.compare(ins, inp, o1, o2)
+    scored = judge.best.n_scored
+    ba = judge.compare(ins, inp, o2, o1)
+    assert judge.best.n_scored == scored, "per-text scores must come from the cache the second time"
+    for x, y in zip(ab, ba):
+        assert x.probability == 1.0 - y.probability or x.probability == pytest.approx(1.0 - y.probability, abs=1e-12)
+        assert x.preference == 3.0 - y.preference
+    same = judge.compare(ins[:2], inp[:2], o1[:2], o1[:2])
+    assert [a.probability for a in same] == [0.5, 0.5] and [a.preference for a in same] == [1.5, 1.5]
+    # pools over the best variant: members are its bootstrap heads, noise-free pool = the member's own judgment
+    pooled = D.PooledJudge(config=cfg, data_dir=data_dir)
+    assert len(pooled.members) == cfg.n_bootstrap and CE.BEST_BUILD_COUNT == before + 1
+    anns = pooled.compare(ins, inp, o1, o2, seed=0)
+    for i, a in enumerate(anns):
+        member = pooled.members[pooled.assign_member(ins[i], inp[i], 0)]
+        direct = member.compare([ins[i]], [inp[i]], [o1[i]], [o2[i]])[0]
+        assert a.preference == direct.preference and a.probability == pytest.approx(direct.probability, abs=1e-9)
+    with pytest.raises(ValueError, match="variant"):
+        DistilledJudge(variant="huge")

@@ -35,6 +35,7 @@ from .features import DEFAULT_MAX_TOKENS, HAND_FEATURES, N_FEATURES, MiniLMEncod
 
 logger = logging.getLogger(__name__)
 
+VARIANTS = ("fast", "best")  # fast: linear head over frozen MiniLM; best: fine-tuned cross-encoder (cross_encoder.py)
 PACKAGED_ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 ARTIFACT_FORMAT = 1
 
@@ -259,7 +260,7 @@ def train_artifact(
 ) -> JudgeArtifact:
     """Fit the full-data head and ``config.n_bootstrap`` bootstrap heads (pool members) on GPT-4's labels."""
     if config.variant != "fast":
-        raise ValueError(f"unknown judge variant {config.variant!r}; this version builds 'fast' (see docs/judge.md)")
+        raise ValueError(f"train_artifact builds the 'fast' variant; 'best' is cross_encoder.train_best, got {config.variant!r}")
     t0 = time.time()
     real = list(rows) if rows is not None else load_training_pairs(data_dir, config.models, config.max_pairs_per_model)
     rows, base_weight = with_synthetic(real, config)
@@ -356,25 +357,43 @@ class DistilledJudge:
         head: int = 0,
         name: str | None = None,
         data_dir: str | os.PathLike | None = None,
-        config: JudgeConfig | None = None,
-        artifact: JudgeArtifact | None = None,
+        config: "JudgeConfig | CrossEncoderConfig | None" = None,
+        artifact: "JudgeArtifact | BestJudgeModel | None" = None,
         encoder: MiniLMEncoder | None = None,
         progress: bool = False,
     ):
-        self.config = config or JudgeConfig(variant=variant)
-        self.encoder = encoder or MiniLMEncoder(max_tokens=self.config.max_tokens)
-        if artifact is None:
-            artifact, _ = get_artifact(self.config, data_dir, encoder=self.encoder, progress=progress)
-        if not 0 <= head < artifact.heads.shape[0]:
-            raise ValueError(f"head {head} out of range: the artifact has {artifact.heads.shape[0]} heads")
-        self.artifact = artifact
-        self.head = head
-        self.w = artifact.heads[head] / artifact.scale
-        self.name = name or ("distilled_gpt4" if head == 0 else f"distilled_gpt4_h{head}")
+        from .cross_encoder import BestJudgeModel, CrossEncoderConfig, get_best_model
+
+        if config is None:
+            if variant not in VARIANTS:
+                raise ValueError(f"unknown judge variant {variant!r}; one of {VARIANTS}")
+            config = CrossEncoderConfig() if variant == "best" else JudgeConfig(variant=variant)
+        self.config = config
+        self.variant = "best" if isinstance(config, CrossEncoderConfig) else config.variant
         self.progress = progress
+        if self.variant == "best":
+            # fine-tuned cross-encoder (annotators/cross_encoder.py); built on first use, cached per machine
+            self.best = artifact if isinstance(artifact, BestJudgeModel) else get_best_model(config, data_dir, progress=progress)
+            n_heads = self.best.heads.shape[0]
+        else:
+            self.best = None
+            self.encoder = encoder or MiniLMEncoder(max_tokens=self.config.max_tokens)
+            if artifact is None:
+                artifact, _ = get_artifact(self.config, data_dir, encoder=self.encoder, progress=progress)
+            self.artifact = artifact
+            n_heads = artifact.heads.shape[0]
+        if not 0 <= head < n_heads:
+            raise ValueError(f"head {head} out of range: the artifact has {n_heads} heads")
+        self.head = head
+        if self.best is None:
+            self.w = artifact.heads[head] / artifact.scale
+        self.name = name or ("distilled_gpt4" if head == 0 else f"distilled_gpt4_h{head}")
 
     def scores(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> np.ndarray:
         """Per-output scores s(x, o) (float64)."""
+        if self.best is not None:
+            return self.best.scores(list(instructions), [x or "" for x in inputs], list(outputs), head=self.head,
+                                    progress=self.progress)
         f = build_features(self.encoder, list(instructions), [x or "" for x in inputs], list(outputs), progress=self.progress)
         return f.astype(np.float64) @ self.w.astype(np.float64)
 
@@ -398,10 +417,16 @@ class DistilledJudge:
                             [r["output_1"] for r in rows], [r["output_2"] for r in rows])
 
 
-def _distilled_members(config: JudgeConfig, n_members: int | None, data_dir, progress: bool) -> list[DistilledJudge]:
-    encoder = MiniLMEncoder(max_tokens=config.max_tokens)  # shared: one encoder in memory for all members
-    artifact, _ = get_artifact(config, data_dir, encoder=encoder, progress=progress)
-    n_heads = artifact.heads.shape[0] - 1
+def _distilled_members(config, n_members: int | None, data_dir, progress: bool) -> list[DistilledJudge]:
+    from .cross_encoder import CrossEncoderConfig, get_best_model
+
+    if isinstance(config, CrossEncoderConfig):
+        artifact = get_best_model(config, data_dir, progress=progress)  # one encoder + score cache for all members
+        n_heads, encoder = artifact.heads.shape[0] - 1, None
+    else:
+        encoder = MiniLMEncoder(max_tokens=config.max_tokens)  # shared: one encoder in memory for all members
+        artifact, _ = get_artifact(config, data_dir, encoder=encoder, progress=progress)
+        n_heads = artifact.heads.shape[0] - 1
     if n_heads < 1:
         raise ValueError("the judge artifact has no bootstrap heads to pool (n_bootstrap=0)")
     k = n_heads if n_members is None else n_members
@@ -439,7 +464,12 @@ class DistilledPool(_pool_base()):
         name: str | None = None,
         progress: bool = False,
     ):
-        config = config or JudgeConfig(variant=variant)
+        if config is None:
+            from .cross_encoder import CrossEncoderConfig
+
+            if variant not in VARIANTS:
+                raise ValueError(f"unknown judge variant {variant!r}; one of {VARIANTS}")
+            config = CrossEncoderConfig() if variant == "best" else JudgeConfig(variant=variant)
         members = _distilled_members(config, n_members, data_dir, progress)
         p = self.default_p_label_flip if p_label_flip == -1.0 else p_label_flip
         super().__init__(members, name=name or self.default_name, p_label_flip=p, is_randomize_output_order=True,

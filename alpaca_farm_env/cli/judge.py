@@ -12,11 +12,17 @@ def add_parser(sub) -> None:
 
     t = jsub.add_parser("train", help="build the judge artifact and cache it under the user's cache dir")
     add_data_dir_arg(t)
-    t.add_argument("--variant", default="fast", choices=["fast"],
-                   help="fast: Bradley-Terry head over frozen MiniLM + hand features (the only variant so far)")
+    t.add_argument("--variant", default="fast", choices=["fast", "best"],
+                   help="fast: Bradley-Terry head over frozen MiniLM + hand features (default, seconds to use); "
+                        "best: fine-tuned MiniLM cross-encoder (hours of CPU; resumes from its checkpoint if killed)")
     t.add_argument("--models", nargs="*", default=None, help="train on these annotated models only (default: all)")
     t.add_argument("--max-pairs", type=int, default=None, help="at most this many pairs per model")
     t.add_argument("--force", action="store_true", help="retrain even if a cached artifact exists")
+    t.add_argument("--max-steps", type=int, default=None, help="best: training steps of 16 pairs (default 2000)")
+    t.add_argument("--max-length", type=int, default=None, help="best: word pieces of (prompt, output) (default 192)")
+    t.add_argument("--minutes", type=float, default=None,
+                   help="best: stop training after this much wall clock and cache what was reached")
+    t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=run_train)
 
     e = jsub.add_parser("eval", help="leave-one-model-out agreement, win-rate MAE and Spearman vs GPT-4")
@@ -35,8 +41,29 @@ def _config(args):
                        max_pairs_per_model=args.max_pairs)
 
 
+def _best_config(args):
+    from ..annotators.cross_encoder import CrossEncoderConfig
+
+    kw = {k: v for k, v in (("max_steps", args.max_steps), ("max_length", args.max_length)) if v is not None}
+    return CrossEncoderConfig(models=tuple(args.models) if args.models else None, max_pairs_per_model=args.max_pairs,
+                              seed=args.seed, **kw)
+
+
 def run_train(args) -> int:
     from ..annotators.distilled import get_artifact
+
+    if args.variant == "best":
+        from ..annotators.cross_encoder import get_best_model
+
+        budget = None if args.minutes is None else 60 * args.minutes
+        model = get_best_model(_best_config(args), args.data_dir, retrain=args.force, progress=True,
+                               time_budget_s=budget)
+        m = model.meta
+        print(f"best judge artifact: {model.folder}")
+        print(f"  {m['n_pairs']} GPT-4-labelled pairs from {len(m['models'])} models; {m['steps']} steps"
+              f"{' (stopped by --minutes)' if m['stopped_early'] else ''}; {model.heads.shape[0]} heads "
+              f"(1 full + {model.heads.shape[0] - 1} bootstrap pool members); built {m['built_at']}")
+        return 0
 
     art, path = get_artifact(_config(args), args.data_dir, retrain=args.force, progress=True)
     m = art.meta

@@ -1,0 +1,324 @@
+"""The ``best`` variant of ``distilled_gpt4``: a fine-tuned all-MiniLM-L6-v2 cross-encoder trained on GPT-4's labels.
+
+Model (after the probe in ``shared/notes/offline-judge-probe.md``). A per-output score
+
+    s(x, o) = v . meanpool(MiniLM([x ; o]))  +  w . (hand(x, o) / scale)
+
+where ``[x ; o]`` is the tokenizer's sentence pair (prompt, output) truncated to ``max_length`` word pieces and
+``hand`` are the 25 hand features of :mod:`.features` over the *full* output (its full length included, which the
+truncated encoder input cannot see). ``P(o2 beats o1) = sigmoid(s(x, o2) - s(x, o1))``: Bradley-Terry, so swapping
+the outputs gives exactly ``1 - P``. Trained end-to-end with the Bradley-Terry (logistic) loss, draws as 0.5
+targets; encoder lr ``encoder_lr``, head lr ``head_lr`` (AdamW, linear warm-up); ``w`` is initialised from the
+hand-feature Bradley-Terry regression and ``v`` at zero, so step 0 is the hand-feature judge. fp32 by default
+(``bf16=True`` turns on the probe's bf16 autocast, fast only on CPUs with native bf16).
+
+Pool members (``pooled``/``noisy_pooled`` with ``variant="best"``): member ``h`` rescales the encoder term and refits
+the hand weights, ``s_h = a_h * s_enc + w_h . hand / scale``, by Bradley-Terry on a bootstrap resample (seed
+``1000*seed + h``) of ``n_pool_pairs`` training pairs -- its own seed and data subset, as in the fast variant.
+
+Artifacts live in ``utils.cache_dir("judge", "artifacts", "distilled_best_<key>")`` (``model.pt`` ~90 MB, never in
+the repo); training checkpoints (``checkpoint.pt``, every ``checkpoint_every`` steps, atomically replaced) in the
+same folder, so a killed run resumes where it stopped. Per-text encoder scores are cached in SQLite keyed by the
+text digest and the artifact key: the 805 davinci003 references are scored once per machine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..utils import cache_dir, digest, stable_hash
+from .features import HAND_FEATURES, EmbeddingCache, encoder_path, full_prompt, hand_features, text_digest
+
+logger = logging.getLogger(__name__)
+
+BEST_FORMAT = 1
+
+
+@dataclass
+class CrossEncoderConfig:
+    """What determines a trained ``best`` judge (its cache key). ``max_steps`` of ``batch_pairs`` pairs each."""
+
+    variant: str = "best"
+    max_length: int = 192  # word pieces of (prompt, output); the probe's setting
+    batch_pairs: int = 16
+    max_steps: int = 2000  # about 2 epochs over the 21 models' 16.9k pairs
+    encoder_lr: float = 3e-5
+    head_lr: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    l2_init: float = 3e-3  # L2 of the hand-feature regression that initialises the head
+    # bf16 autocast: the probe's setting, but on CPUs without native bf16 it is far slower (measured here: a 32 x 192
+    # backward pass 97 s in bf16 vs 2.6 s in fp32), so fp32 is the default
+    bf16: bool = False
+    n_bootstrap: int = 4
+    n_pool_pairs: int = 512
+    seed: int = 0
+    models: tuple[str, ...] | None = None
+    max_pairs_per_model: int | None = None
+
+    def key(self) -> str:
+        return digest({"format": BEST_FORMAT, **dataclasses.asdict(self)})[:16]
+
+
+def artifact_dir(config: CrossEncoderConfig) -> Path:
+    return cache_dir("judge", "artifacts", f"distilled_best_{config.key()}")
+
+
+def _hand(rows_prompts: Sequence[str], outputs: Sequence[str]) -> np.ndarray:
+    if not len(outputs):
+        return np.zeros((0, len(HAND_FEATURES)), np.float32)
+    return np.stack([hand_features(p, o) for p, o in zip(rows_prompts, outputs)]).astype(np.float32)
+
+
+class CrossEncoderScorer:
+    """MiniLM + mean pooling + a linear map to one number (the encoder term of ``s``)."""
+
+    def __init__(self, max_length: int, state: dict | None = None):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        path = encoder_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.encoder = AutoModel.from_pretrained(str(path))
+        self.proj = torch.nn.Linear(self.encoder.config.hidden_size, 1, bias=False)  # no bias: cancels in s2 - s1
+        torch.nn.init.zeros_(self.proj.weight)
+        self.max_length = max_length
+        if state is not None:
+            self.encoder.load_state_dict(state["encoder"])
+            self.proj.load_state_dict(state["proj"])
+
+    def parameters(self):
+        return list(self.encoder.parameters()) + list(self.proj.parameters())
+
+    def state(self) -> dict:
+        return {"encoder": self.encoder.state_dict(), "proj": self.proj.state_dict()}
+
+    def forward(self, prompts: Sequence[str], outputs: Sequence[str], bf16: bool):
+        import torch
+
+        enc = self.tokenizer(list(prompts), list(outputs), padding=True, truncation="longest_first",
+                             max_length=self.max_length, return_tensors="pt")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden = self.encoder(**enc).last_hidden_state
+        hidden = hidden.float()
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return self.proj(pooled).squeeze(-1)
+
+
+def init_hand_head(prompts1, outs1, prompts2, outs2, y, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, w): the hand-feature Bradley-Terry regression that initialises the head."""
+    from .distilled import feature_scale, fit_bt_head
+
+    h1, h2 = _hand(prompts1, outs1), _hand(prompts2, outs2)
+    scale = feature_scale(h1, h2)
+    return scale, fit_bt_head((h2 - h1) / scale, y, l2)
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+
+
+def train_best(
+    config: CrossEncoderConfig,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    rows: Sequence[dict] | None = None,
+    checkpoint_every: int = 50,
+    time_budget_s: float | None = None,
+    stop_after_steps: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) the cross-encoder for ``config``; write ``model.pt`` + ``meta.json``; return the folder.
+
+    ``time_budget_s`` ends training early (the artifact records the steps actually done). ``stop_after_steps``
+    stops after that many steps *without* finalising (leaves only the checkpoint: a simulated kill, for tests).
+    """
+    import torch
+
+    from .distilled import fit_bt_head, labels, load_training_pairs
+
+    t0 = time.time()
+    out = artifact_dir(config)
+    ckpt_path = out / "checkpoint.pt"
+    rows = list(rows) if rows is not None else load_training_pairs(data_dir, config.models, config.max_pairs_per_model)
+    n = len(rows)
+    prompts = [full_prompt(r["instruction"], r.get("input", "") or "") for r in rows]
+    o1, o2 = [r["output_1"] for r in rows], [r["output_2"] for r in rows]
+    y = labels(rows)
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    if ckpt_path.is_file():
+        ck = torch.load(ckpt_path, weights_only=False)
+        scorer = CrossEncoderScorer(config.max_length, ck["scorer"])
+        scale, w0, step = ck["scale"], None, int(ck["step"])
+        hand_w = torch.nn.Parameter(torch.as_tensor(ck["hand_w"]))
+        logger.info("resuming the best judge from step %d (%s)", step, ckpt_path)
+    else:
+        scorer = CrossEncoderScorer(config.max_length)
+        scale, w0 = init_hand_head(prompts, o1, prompts, o2, y, config.l2_init)
+        hand_w = torch.nn.Parameter(torch.as_tensor(w0, dtype=torch.float32))
+        step, ck = 0, None
+    resumed_from = step
+    h1 = torch.as_tensor(_hand(prompts, o1) / scale)
+    h2 = torch.as_tensor(_hand(prompts, o2) / scale)
+    opt = torch.optim.AdamW([
+        {"params": list(scorer.encoder.parameters()), "lr": config.encoder_lr, "weight_decay": config.weight_decay},
+        {"params": list(scorer.proj.parameters()) + [hand_w], "lr": config.head_lr, "weight_decay": 0.0},
+    ])
+    base_lrs = [config.encoder_lr, config.head_lr]
+    if ck is not None:
+        opt.load_state_dict(ck["opt"])
+    # the pair order: one seeded permutation per epoch (numpy Generator on (seed, epoch)), so a resume replays it
+    def batch_at(s: int) -> np.ndarray:
+        per_epoch = max(1, n // config.batch_pairs)
+        epoch, j = divmod(s, per_epoch)
+        perm = np.random.default_rng([config.seed, epoch]).permutation(n)
+        return perm[j * config.batch_pairs : (j + 1) * config.batch_pairs]
+
+    scorer.encoder.train()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.max_steps, initial=step, desc="fine-tuning best judge", unit="step")
+    losses: list[float] = list(ck["losses"]) if ck is not None else []
+    stopped_early = False
+    steps_this_run = 0
+    while step < config.max_steps:
+        if time_budget_s is not None and time.time() - t0 > time_budget_s:
+            stopped_early = True
+            break
+        idx = batch_at(step)
+        warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+        for g, lr in zip(opt.param_groups, base_lrs):
+            g["lr"] = lr * warm
+        p = [prompts[i] for i in idx]
+        s = scorer.forward(p + p, [o1[i] for i in idx] + [o2[i] for i in idx], config.bf16)
+        k = len(idx)
+        diff = (s[k:] - s[:k]) + (h2[idx] - h1[idx]) @ hand_w
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(diff, torch.as_tensor(y[idx], dtype=torch.float32))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(scorer.parameters() + [hand_w], 1.0)
+        opt.step()
+        step += 1
+        steps_this_run += 1
+        losses.append(float(loss.detach()))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        if step % checkpoint_every == 0 or (stop_after_steps is not None and steps_this_run >= stop_after_steps):
+            _save_atomic({"scorer": scorer.state(), "hand_w": hand_w.detach().numpy(), "scale": scale,
+                          "opt": opt.state_dict(), "step": step, "losses": losses}, ckpt_path)
+        if stop_after_steps is not None and steps_this_run >= stop_after_steps:
+            if bar is not None:
+                bar.close()
+            return out
+    if bar is not None:
+        bar.close()
+    scorer.encoder.eval()
+    # pool members: a_h * s_enc + w_h . hand, refitted on bootstrap resamples of a fixed subset of training pairs
+    sub = np.asarray(sorted(range(n), key=lambda i: stable_hash("pool", config.seed, i))[: config.n_pool_pairs])
+    with torch.inference_mode():
+        se = np.concatenate([
+            scorer.forward([prompts[i] for i in sub[b : b + 32]] * 2,
+                           [o1[i] for i in sub[b : b + 32]] + [o2[i] for i in sub[b : b + 32]], config.bf16)
+            .reshape(2, -1).numpy().T for b in range(0, len(sub), 32)
+        ]) if len(sub) else np.zeros((0, 2))
+    d = np.concatenate([(se[:, 1] - se[:, 0])[:, None], (h2[sub] - h1[sub]).numpy()], axis=1)
+    heads = [np.concatenate([[1.0], hand_w.detach().numpy()]).astype(np.float32)]
+    for h in range(1, config.n_bootstrap + 1):
+        rng = np.random.default_rng(config.seed * 1000 + h)
+        wgt = np.bincount(rng.integers(0, len(sub), len(sub)), minlength=len(sub)).astype(float)
+        heads.append(fit_bt_head(d, y[sub], config.l2_init, wgt))
+    _save_atomic({"scorer": scorer.state(), "scale": scale, "heads": np.stack(heads)}, out / "model.pt")
+    meta = {"config": dataclasses.asdict(config), "key": config.key(), "n_pairs": n, "steps": step, "resumed_from_step": resumed_from,
+            "stopped_early": stopped_early, "final_loss_50": float(np.mean(losses[-50:])) if losses else None,
+            "models": sorted({r["model"] for r in rows}), "train_seconds_last_run": round(time.time() - t0, 1),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+class BestJudgeModel:
+    """A trained ``best`` artifact: per-output encoder scores (cached) + head ``h``'s hand weights."""
+
+    def __init__(self, folder: Path, bf16: bool = False, score_cache: EmbeddingCache | None = None):
+        import torch
+
+        self.folder = Path(folder)
+        ck = torch.load(self.folder / "model.pt", weights_only=False)
+        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self.max_length = int(self.meta["config"]["max_length"])
+        self.scorer = CrossEncoderScorer(self.max_length, ck["scorer"])
+        self.scorer.encoder.eval()
+        self.scale = np.asarray(ck["scale"], np.float32)
+        self.heads = np.asarray(ck["heads"], np.float32)
+        self.bf16 = bf16
+        # the artifact key (config + steps actually trained) names the cached scores
+        self.key = digest({"config": self.meta["config"], "steps": self.meta["steps"], "built": self.meta["built_at"]})[:16]
+        self.cache = score_cache or EmbeddingCache(cache_dir("judge", "embeddings") / "best_scores.sqlite")
+        self.n_scored = 0  # texts run through the encoder (not from cache)
+
+    def encoder_scores(self, prompts: Sequence[str], outputs: Sequence[str], progress: bool = False,
+                       batch_size: int = 32) -> np.ndarray:
+        import torch
+
+        tag = f"best|{self.key}|{self.max_length}"
+        keys = [text_digest(p + "\x00" + o, tag) for p, o in zip(prompts, outputs)]
+        found = self.cache.get_many(keys)
+        missing = list(dict.fromkeys((k, p, o) for k, p, o in zip(keys, prompts, outputs) if k not in found))
+        missing.sort(key=lambda t: -(len(t[1]) + len(t[2])))  # similar lengths per batch: less padding
+        batches = [missing[i : i + batch_size] for i in range(0, len(missing), batch_size)]
+        it = batches
+        if progress and batches:
+            from tqdm.auto import tqdm
+
+            it = tqdm(batches, desc="scoring (best judge)", unit="batch")
+        for b in it:
+            with torch.inference_mode():
+                s = self.scorer.forward([t[1] for t in b], [t[2] for t in b], self.bf16).float().numpy()
+            new = {t[0]: np.asarray([v], np.float32) for t, v in zip(b, s)}
+            self.cache.put_many(new)
+            found.update(new)
+            self.n_scored += len(b)
+        return np.asarray([float(found[k][0]) for k in keys], np.float64)
+
+    def scores(self, instructions, inputs, outputs, head: int = 0, progress: bool = False) -> np.ndarray:
+        prompts = [full_prompt(i, x or "") for i, x in zip(instructions, inputs)]
+        se = self.encoder_scores(prompts, list(outputs), progress=progress)
+        hw = self.heads[head].astype(np.float64)
+        hand = _hand(prompts, list(outputs)).astype(np.float64) / self.scale
+        return hw[0] * se + hand @ hw[1:]
+
+
+BEST_BUILD_COUNT = 0  # trainings finished in this process (tests check that a cached artifact is reused)
+
+
+def get_best_model(config: CrossEncoderConfig | None = None, data_dir=None, *, retrain: bool = False,
+                   progress: bool = True, **train_kw) -> BestJudgeModel:
+    """Load the cached ``best`` artifact for ``config``; else train it (resuming any checkpoint) and cache it."""
+    global BEST_BUILD_COUNT
+    config = config or CrossEncoderConfig()
+    folder = artifact_dir(config)
+    if retrain or not (folder / "model.pt").is_file():
+        if retrain:
+            for f in ("model.pt", "meta.json", "checkpoint.pt"):
+                (folder / f).unlink(missing_ok=True)
+        logger.info("training the best distilled judge; cached at %s", folder)
+        train_best(config, data_dir, progress=progress, **train_kw)
+        BEST_BUILD_COUNT += 1
+    return BestJudgeModel(folder, bf16=config.bf16)
