@@ -181,6 +181,8 @@ def train_best(
     base_lrs = [config.encoder_lr, config.head_lr]
     if ck is not None:
         opt.load_state_dict(ck["opt"])
+        if ck.get("torch_rng") is not None:  # dropout masks continue exactly where the killed run stopped
+            torch.set_rng_state(ck["torch_rng"])
     # the pair order: one seeded permutation per epoch (numpy Generator on (seed, epoch)), so a resume replays it
     def batch_at(s: int) -> np.ndarray:
         per_epoch = max(1, n // config.batch_pairs)
@@ -222,7 +224,8 @@ def train_best(
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         if step % checkpoint_every == 0 or (stop_after_steps is not None and steps_this_run >= stop_after_steps):
             _save_atomic({"scorer": scorer.state(), "hand_w": hand_w.detach().numpy(), "scale": scale,
-                          "opt": opt.state_dict(), "step": step, "losses": losses}, ckpt_path)
+                          "opt": opt.state_dict(), "step": step, "losses": losses,
+                          "torch_rng": torch.get_rng_state()}, ckpt_path)
         if stop_after_steps is not None and steps_this_run >= stop_after_steps:
             if bar is not None:
                 bar.close()

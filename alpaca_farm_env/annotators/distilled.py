@@ -14,6 +14,9 @@ Artifact. One ``.npz`` holding the feature scales and ``1 + n_bootstrap`` heads:
 others on bootstrap resamples of the pairs with their own seed -- the members of ``pooled``/``noisy_pooled``. It is
 cached under ``utils.cache_dir("judge", "artifacts")``; the package also ships a prebuilt one in
 ``alpaca_farm_env/artifacts/`` (see its README), used when the cache has none, so first use needs no training.
+
+Variants: ``fast`` (the default, above) and ``best``, a fine-tuned MiniLM cross-encoder with the hand features in its
+head (:mod:`.cross_encoder`; hours of CPU to build with ``alpaca-farm judge train --variant best``, never shipped).
 """
 from __future__ import annotations
 
