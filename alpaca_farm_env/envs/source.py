@@ -100,6 +100,41 @@ class EpisodeOrder:
         return i
 
 
+class EpisodeSource:
+    """What the three envs share: their rows, the seeded episode order and the lazily built reward backend.
+
+    Mixed in before ``gym.Env`` / ``VectorEnv``; ``_begin_reset(seed)`` gives the seed to pass to ``super().reset``
+    and ``_after_seed(seed)`` restarts the order from the env's fresh ``np_random``.
+    """
+
+    def _init_source(self, rows: list[dict[str, Any]], *, reward: Any, reward_kwargs: dict[str, Any] | None,
+                     shuffle: bool, seed: int | None) -> None:
+        self.rows = rows
+        self.reward_spec = reward
+        self.reward_kwargs = dict(reward_kwargs or {})
+        self._backend: Any = None
+        self._order = EpisodeOrder(len(rows), shuffle=shuffle)
+        self._default_seed = seed
+        self._started = False
+
+    @property
+    def reward_backend(self) -> Any:
+        """The reward backend, built on first use (heavy models load here, not in ``__init__``)."""
+        if self._backend is None:
+            self._backend = get_reward_backend(self.reward_spec, self.reward_kwargs)
+        return self._backend
+
+    def _begin_reset(self, seed: int | None) -> int | None:
+        if seed is None and not self._started and self._default_seed is not None:
+            return self._default_seed  # the constructor's seed fixes the order of an unseeded first reset
+        return seed
+
+    def _after_seed(self, seed: int | None) -> None:
+        if seed is not None or not self._started:
+            self._order.restart(self.np_random)
+        self._started = True
+
+
 # ------------------------------------------------------------------------------------------------ reward backends
 _BACKENDS: dict[str, Any] = {}
 _BACKENDS_LOCK = threading.Lock()

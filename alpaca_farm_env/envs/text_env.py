@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import gymnasium as gym
 from gymnasium import spaces
 
-from .source import EpisodeOrder, get_reward_backend, load_rows, score_rows
+from .source import EpisodeSource, load_rows, score_rows
 from .spaces import UnicodeText
 
 DEFAULT_MAX_TEXT_LENGTH = 8192  # characters; the longest eval-set prompt is ~2.1k, the longest reference ~1.6k
@@ -29,7 +29,7 @@ def text_observation_space(max_text_length: int) -> spaces.Dict:
     )
 
 
-class AlpacaFarmEnv(gym.Env[dict, str]):
+class AlpacaFarmEnv(EpisodeSource, gym.Env[dict, str]):
     """Text-level AlpacaFarm env (``gym.make("AlpacaFarm-v0", ...)``).
 
     Observation: ``{"instruction", "input", "prompt"}`` strings (``prompt`` is the AlpacaFarm template).
@@ -63,33 +63,21 @@ class AlpacaFarmEnv(gym.Env[dict, str]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         self.split, self.reference = split, reference
-        self.rows = load_rows(split, data_dir=data_dir, reference=reference, indices=indices, max_examples=max_examples)
-        too_long = [r["row_index"] for r in self.rows if len(r["prompt"]) > max_text_length]
+        rows = load_rows(split, data_dir=data_dir, reference=reference, indices=indices, max_examples=max_examples)
+        too_long = [r["row_index"] for r in rows if len(r["prompt"]) > max_text_length]
         if too_long:
             raise ValueError(
                 f"{len(too_long)} prompts of split {split!r} exceed max_text_length={max_text_length} characters "
                 f"(e.g. row {too_long[0]}); raise max_text_length"
             )
-        self.reward_spec = reward
-        self.reward_kwargs = dict(reward_kwargs or {})
-        self._backend: Any = None
+        self._init_source(rows, reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed)
         self.observation_space = text_observation_space(max_text_length)
         self.action_space = UnicodeText(max_response_length, min_length=0)
-        self._order = EpisodeOrder(len(self.rows), shuffle=shuffle)
-        self._default_seed = seed
-        self._started = False
         self._current: int | None = None
         self._done = True
         self._last: tuple[dict[str, Any], str, float] | None = None
 
     # -------------------------------------------------------------------------------------------------- helpers
-    @property
-    def reward_backend(self) -> Any:
-        """The reward backend, built on first use (heavy models load here, not in ``__init__``)."""
-        if self._backend is None:
-            self._backend = get_reward_backend(self.reward_spec, self.reward_kwargs)
-        return self._backend
-
     @property
     def current_row(self) -> dict[str, Any] | None:
         return None if self._current is None else self.rows[self._current]
@@ -111,12 +99,9 @@ class AlpacaFarmEnv(gym.Env[dict, str]):
 
     # -------------------------------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        if seed is None and not self._started and self._default_seed is not None:
-            seed = self._default_seed  # the constructor's seed fixes the order of an unseeded first reset
+        seed = self._begin_reset(seed)
         super().reset(seed=seed)
-        if seed is not None or not self._started:
-            self._order.restart(self.np_random)
-        self._started = True
+        self._after_seed(seed)
         options = options or {}
         if "index" in options:  # a specific example (position in this env's selection), order untouched
             k = int(options["index"])

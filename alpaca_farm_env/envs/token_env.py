@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from .source import EpisodeOrder, get_reward_backend, load_rows, score_rows
+from .source import EpisodeSource, load_rows, score_rows
 
 PROMPT_OVERFLOW = ("filter", "truncate")
 
@@ -45,7 +45,7 @@ def resolve_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-class AlpacaFarmTokenEnv(gym.Env[dict, int]):
+class AlpacaFarmTokenEnv(EpisodeSource, gym.Env[dict, int]):
     """Token-level AlpacaFarm env (``gym.make("AlpacaFarmToken-v0", ...)``).
 
     Observation (``spaces.Dict`` of int64 ``Box``es, fixed shapes):
@@ -124,7 +124,7 @@ class AlpacaFarmTokenEnv(gym.Env[dict, int]):
                 f"{self.max_prompt_tokens} (as AlpacaFarm's QueryResponseDataset does)",
                 stacklevel=2,
             )
-        self.rows = [r for r, _ in kept]
+        self._init_source([r for r, _ in kept], reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed)
         P = self.max_prompt_tokens
         self._prompt_ids = np.full((len(kept), P), self.pad_token_id, dtype=np.int64)
         self._prompt_mask = np.zeros((len(kept), P), dtype=np.int64)
@@ -145,23 +145,10 @@ class AlpacaFarmTokenEnv(gym.Env[dict, int]):
             }
         )
         self.action_space = spaces.Discrete(V)
-        self.reward_spec = reward
-        self.reward_kwargs = dict(reward_kwargs or {})
-        self._backend: Any = None
-        self._order = EpisodeOrder(len(self.rows), shuffle=shuffle)
-        self._default_seed = seed
-        self._started = False
         self._current: int | None = None
         self._response: list[int] = []
         self._done = True
         self._last_text: str | None = None
-
-    @property
-    def reward_backend(self) -> Any:
-        """Built on the first finished episode; string specs are shared across envs in the process."""
-        if self._backend is None:
-            self._backend = get_reward_backend(self.reward_spec, self.reward_kwargs)
-        return self._backend
 
     @property
     def current_row(self) -> dict[str, Any] | None:
@@ -186,12 +173,9 @@ class AlpacaFarmTokenEnv(gym.Env[dict, int]):
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        if seed is None and not self._started and self._default_seed is not None:
-            seed = self._default_seed
+        seed = self._begin_reset(seed)
         super().reset(seed=seed)
-        if seed is not None or not self._started:
-            self._order.restart(self.np_random)
-        self._started = True
+        self._after_seed(seed)
         options = options or {}
         if "index" in options:
             k = int(options["index"])

@@ -18,7 +18,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .source import EpisodeOrder, get_reward_backend, load_rows, score_rows
+from .source import EpisodeSource, load_rows, score_rows
 from .spaces import UnicodeText
 from .text_env import DEFAULT_MAX_TEXT_LENGTH, text_observation_space
 
@@ -60,7 +60,7 @@ def _column(vals: list[Any], mask: np.ndarray) -> np.ndarray:
     return arr
 
 
-class AlpacaFarmVectorEnv(VectorEnv):
+class AlpacaFarmVectorEnv(EpisodeSource, VectorEnv):
     """``num_envs`` AlpacaFarm text episodes at once (same keyword arguments as :class:`AlpacaFarmEnv`).
 
     ``step(actions)``: ``actions`` is a sequence of ``num_envs`` response strings. Returns the NEXT prompts (same-step
@@ -93,24 +93,13 @@ class AlpacaFarmVectorEnv(VectorEnv):
             raise ValueError("AlpacaFarmVectorEnv has no render modes")
         self.num_envs = int(num_envs)
         self.split, self.reference = split, reference
-        self.rows = load_rows(split, data_dir=data_dir, reference=reference, indices=indices, max_examples=max_examples)
-        self.reward_spec = reward
-        self.reward_kwargs = dict(reward_kwargs or {})
-        self._backend: Any = None
+        rows = load_rows(split, data_dir=data_dir, reference=reference, indices=indices, max_examples=max_examples)
+        self._init_source(rows, reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed)
         self.single_observation_space = text_observation_space(max_text_length)
         self.single_action_space = UnicodeText(max_response_length, min_length=0)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._order = EpisodeOrder(len(self.rows), shuffle=shuffle)
-        self._default_seed = seed
-        self._started = False
         self._current: list[int] | None = None
-
-    @property
-    def reward_backend(self) -> Any:
-        if self._backend is None:
-            self._backend = get_reward_backend(self.reward_spec, self.reward_kwargs)
-        return self._backend
 
     def _obs(self, positions: Sequence[int]) -> dict[str, tuple[str, ...]]:
         return {k: tuple(self.rows[p][k] for p in positions) for k in ("instruction", "input", "prompt")}
@@ -119,12 +108,9 @@ class AlpacaFarmVectorEnv(VectorEnv):
         return [{"example_index": self.rows[p]["row_index"], "dataset": self.rows[p]["dataset"]} for p in positions]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        if seed is None and not self._started and self._default_seed is not None:
-            seed = self._default_seed
+        seed = self._begin_reset(seed)
         super().reset(seed=seed)
-        if seed is not None or not self._started:
-            self._order.restart(self.np_random)
-        self._started = True
+        self._after_seed(seed)
         options = options or {}
         if "index" in options:  # explicit examples, one position per sub-env
             idx = [int(i) for i in np.atleast_1d(options["index"])]
