@@ -342,6 +342,17 @@ def get_artifact(
 
 
 # ----------------------------------------------------------------------------------------------- the judge
+def config_for_variant(variant: str):
+    """The default config of a judge variant: ``fast`` (frozen encoder + head) or ``best`` (fine-tuned encoder)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown judge variant {variant!r}; one of {VARIANTS}")
+    if variant == "best":
+        from .cross_encoder import CrossEncoderConfig
+
+        return CrossEncoderConfig()
+    return JudgeConfig(variant=variant)
+
+
 @register_annotator("distilled_gpt4")
 class DistilledJudge:
     """Offline GPT-4 judge: ``compare`` (pairwise protocol) and ``annotate(rows)`` (pool-member protocol).
@@ -367,10 +378,7 @@ class DistilledJudge:
     ):
         from .cross_encoder import BestJudgeModel, CrossEncoderConfig, get_best_model
 
-        if config is None:
-            if variant not in VARIANTS:
-                raise ValueError(f"unknown judge variant {variant!r}; one of {VARIANTS}")
-            config = CrossEncoderConfig() if variant == "best" else JudgeConfig(variant=variant)
+        config = config if config is not None else config_for_variant(variant)
         self.config = config
         self.variant = "best" if isinstance(config, CrossEncoderConfig) else config.variant
         self.progress = progress
@@ -467,12 +475,7 @@ class DistilledPool(_pool_base()):
         name: str | None = None,
         progress: bool = False,
     ):
-        if config is None:
-            from .cross_encoder import CrossEncoderConfig
-
-            if variant not in VARIANTS:
-                raise ValueError(f"unknown judge variant {variant!r}; one of {VARIANTS}")
-            config = CrossEncoderConfig() if variant == "best" else JudgeConfig(variant=variant)
+        config = config if config is not None else config_for_variant(variant)
         members = _distilled_members(config, n_members, data_dir, progress)
         p = self.default_p_label_flip if p_label_flip == -1.0 else p_label_flip
         super().__init__(members, name=name or self.default_name, p_label_flip=p, is_randomize_output_order=True,
