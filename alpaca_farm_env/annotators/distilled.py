@@ -34,13 +34,16 @@ import numpy as np
 
 from ..utils import cache_dir, digest, stable_hash
 from .base import Annotation, check_lengths, register_annotator
-from .features import DEFAULT_MAX_TOKENS, HAND_FEATURES, N_FEATURES, MiniLMEncoder, build_features
+from .answer_bank import BANK_FEATURES, AnswerBank, BankHeads, fit_bank_head
+from .features import DEFAULT_MAX_TOKENS, HAND_FEATURES, N_FEATURES, MiniLMEncoder, build_features, full_prompt, hand_features
 
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("fast", "best")  # fast: linear head over frozen MiniLM; best: fine-tuned cross-encoder (cross_encoder.py)
 PACKAGED_ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 ARTIFACT_FORMAT = 1
+BANK_FORMAT = 1
+BANK_FIELDS = ("bank", "bank_hidden", "bank_epochs")
 
 
 @dataclass
@@ -58,9 +61,20 @@ class JudgeConfig:
     # ``augment_weight`` relative to a real pair. 0 turns the augmentation off.
     augment_fraction: float = 0.5
     augment_weight: float = 0.2
+    # Answer bank (answer_bank.py): on instructions with GPT-4-labelled answers in the data dir (the 805 eval
+    # instructions), score with an MLP head over hand + bank features; elsewhere with the global head above.
+    bank: bool = True
+    bank_hidden: int = 32
+    bank_epochs: int = 40
 
     def key(self) -> str:
-        return digest({"format": ARTIFACT_FORMAT, **dataclasses.asdict(self)})[:16]
+        """Cache key of the global head (the bank fields are not part of it)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in BANK_FIELDS}
+        return digest({"format": ARTIFACT_FORMAT, **fields})[:16]
+
+    def bank_key(self, bank: AnswerBank) -> str:
+        """Cache key of the bank heads: the whole config and the bank's content."""
+        return digest({"format": BANK_FORMAT, **dataclasses.asdict(self), "bank": bank.key})[:16]
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -341,6 +355,151 @@ def get_artifact(
     return art, path
 
 
+# ----------------------------------------------------------------------------------------------- answer bank
+_BANKS: dict[tuple, AnswerBank] = {}
+
+
+def load_bank(
+    data_dir: str | os.PathLike | None = None,
+    models: Sequence[str] | None = None,
+    max_pairs_per_model: int | None = None,
+) -> AnswerBank | None:
+    """The answer bank of the local data dir's GPT-4 annotation files (one per process and selection), or ``None``
+    when there are none (e.g. on the hub only: its ``alpaca_gpt4_preference`` pairs have no shared reference)."""
+    from ..data import list_annotated_models, resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    if root is None or not list_annotated_models(root):
+        return None
+    key = (str(root), tuple(models) if models else None, max_pairs_per_model)
+    if key not in _BANKS:
+        _BANKS[key] = AnswerBank(load_training_pairs(root, models, max_pairs_per_model))
+    return _BANKS[key]
+
+
+def banked_features(
+    bank: AnswerBank,
+    instructions: Sequence[str],
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    exclude: Sequence[Sequence[str]] | None = None,
+    queries=None,
+) -> np.ndarray:
+    """``[hand features | bank features]`` per (instruction, input, output); the input of the bank heads."""
+    prompts = [full_prompt(i, x or "") for i, x in zip(instructions, inputs)]
+    hand = (np.stack([hand_features(p, o) for p, o in zip(prompts, outputs)]) if len(outputs)
+            else np.zeros((0, len(HAND_FEATURES)), np.float32))
+    queries = queries if queries is not None else bank.query(instructions, inputs, outputs)
+    return np.concatenate([hand, bank.features(queries, exclude)], axis=1)
+
+
+@dataclass
+class BankArtifact:
+    heads: BankHeads
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, meta=np.asarray(json.dumps(self.meta, sort_keys=True)), **self.heads.arrays())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "BankArtifact":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(heads=BankHeads.from_arrays(z), meta=json.loads(str(z["meta"])))
+
+
+def _pair_bank_features(bank: AnswerBank, rows: Sequence[dict], exclude: Sequence[Sequence[str]]):
+    """(X(output_1), X(output_2)) with the same bank exclusion for both outputs of each row."""
+    ins = [r["instruction"] for r in rows]
+    inp = [r.get("input", "") or "" for r in rows]
+    return (banked_features(bank, ins, inp, [r["output_1"] for r in rows], exclude),
+            banked_features(bank, ins, inp, [r["output_2"] for r in rows], exclude))
+
+
+def _bank_stats(X1: np.ndarray, X2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    both = np.concatenate([X1, X2]).astype(np.float64)
+    return both.mean(0), feature_scale(X1, X2).astype(np.float64)
+
+
+def train_bank_heads(
+    config: JudgeConfig, bank: AnswerBank, rows: Sequence[dict], progress: bool = True
+) -> BankArtifact:
+    """Fit the bank heads (head 0 on all pairs, then ``n_bootstrap`` bootstrap members) on GPT-4's labels.
+
+    Each training pair sees the bank without its own model's answers (both outputs, leave-own-model-out), so the
+    bank features carry what other models' labelled answers say, never the label being fitted.
+    """
+    t0 = time.time()
+    real = list(rows)
+    all_rows, base_weight = with_synthetic(real, config)
+    exclude = [(r["model"],) for r in all_rows]
+    X1, X2 = _pair_bank_features(bank, all_rows, exclude)
+    mu, scale = _bank_stats(X1[: len(real)], X2[: len(real)])
+    y = labels(all_rows)
+    parts = []
+    iterator = range(1 + config.n_bootstrap)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="fitting bank heads", unit="head")
+    for h in iterator:
+        weight = base_weight
+        if h > 0:
+            rng = np.random.default_rng(config.seed * 1000 + h)
+            weight = base_weight * np.bincount(rng.integers(0, len(all_rows), len(all_rows)), minlength=len(all_rows))
+        parts.append(fit_bank_head(X1, X2, y, weight, mu, scale, hidden=config.bank_hidden, epochs=config.bank_epochs,
+                                   seed=config.seed * 1000 + h))
+    heads = BankHeads(mu=mu, scale=scale, W1=np.stack([p[0] for p in parts]), b1=np.stack([p[1] for p in parts]),
+                      W2=np.stack([p[2] for p in parts]), wlin=np.stack([p[3] for p in parts]))
+    meta = {
+        "config": dataclasses.asdict(config),
+        "bank": bank.key,
+        "bank_instructions": len(bank),
+        "bank_entries": bank.n_entries,
+        "n_pairs": len(real),
+        "n_synthetic": len(all_rows) - len(real),
+        "models": sorted({r["model"] for r in real}),
+        "features": list(HAND_FEATURES) + list(BANK_FEATURES),
+        "train_seconds": round(time.time() - t0, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    return BankArtifact(heads=heads, meta=meta)
+
+
+def bank_artifact_path(config: JudgeConfig, bank: AnswerBank) -> Path:
+    return cache_dir("judge", "artifacts") / f"distilled_bank_{config.bank_key(bank)}.npz"
+
+
+def get_bank_heads(
+    config: JudgeConfig,
+    bank: AnswerBank,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    retrain: bool = False,
+    progress: bool = True,
+) -> tuple[BankArtifact, Path]:
+    """Cached bank heads for (config, bank); else the packaged ones if they match; else trained (about a minute)."""
+    global BUILD_COUNT
+    path = bank_artifact_path(config, bank)
+    if not retrain:
+        if path.is_file():
+            return BankArtifact.load(path), path
+        shipped = PACKAGED_ARTIFACTS / path.name
+        if shipped.is_file():
+            shutil.copyfile(shipped, path.with_name(path.name + ".tmp.npz"))
+            os.replace(path.with_name(path.name + ".tmp.npz"), path)
+            return BankArtifact.load(path), path
+    logger.info("training the distilled judge's bank heads; cached at %s", path)
+    rows = load_training_pairs(data_dir, config.models, config.max_pairs_per_model)
+    art = train_bank_heads(config, bank, rows, progress=progress)
+    art.save(path)
+    BUILD_COUNT += 1
+    return art, path
+
+
 # ----------------------------------------------------------------------------------------------- the judge
 def config_for_variant(variant: str):
     """The default config of a judge variant: ``fast`` (frozen encoder + head) or ``best`` (fine-tuned encoder)."""
@@ -360,6 +519,10 @@ class DistilledJudge:
     ``probability`` = P(output_2 better) = sigmoid(s(x, o2) - s(x, o1)); ``preference`` 2 if it is above 0.5, 1 if
     below, 1.5 if equal (identical outputs always give exactly 0.5). ``head`` picks one of the artifact's heads
     (0 = full data; 1.. = bootstrap members). Deterministic: ``seed`` is accepted for the protocol and ignored.
+
+    ``bank`` (fast variant): on instructions the data dir's answer bank covers (the 805 eval instructions), pairs are
+    scored by the bank heads over hand + bank features (answer_bank.py); other instructions by the global head.
+    ``bank=False`` uses the global head everywhere; an :class:`AnswerBank` instance is used as given.
     """
 
     cost_per_annotation = 0.0  # local CPU only
@@ -374,6 +537,8 @@ class DistilledJudge:
         config: "JudgeConfig | CrossEncoderConfig | None" = None,
         artifact: "JudgeArtifact | BestJudgeModel | None" = None,
         encoder: MiniLMEncoder | None = None,
+        bank: "bool | AnswerBank" = True,
+        bank_artifact: BankArtifact | None = None,
         progress: bool = False,
     ):
         from .cross_encoder import BestJudgeModel, CrossEncoderConfig, get_best_model
@@ -396,8 +561,18 @@ class DistilledJudge:
         if not 0 <= head < n_heads:
             raise ValueError(f"head {head} out of range: the artifact has {n_heads} heads")
         self.head = head
+        self.bank: AnswerBank | None = None
+        self.bank_artifact: BankArtifact | None = None
         if self.best is None:
             self.w = artifact.heads[head] / artifact.scale
+            if bank is not False and self.config.bank:
+                self.bank = bank if isinstance(bank, AnswerBank) else load_bank(
+                    data_dir, self.config.models, self.config.max_pairs_per_model)
+            if self.bank is not None:
+                self.bank_artifact = bank_artifact or get_bank_heads(self.config, self.bank, data_dir, progress=progress)[0]
+                if self.bank_artifact.heads.W1.shape[0] != n_heads:
+                    raise ValueError(f"bank heads ({self.bank_artifact.heads.W1.shape[0]}) and global heads ({n_heads}) "
+                                     "disagree; rebuild with `alpaca-farm judge train --force`")
         self.name = name or ("distilled_gpt4" if head == 0 else f"distilled_gpt4_h{head}")
 
     def scores(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> np.ndarray:
@@ -405,8 +580,24 @@ class DistilledJudge:
         if self.best is not None:
             return self.best.scores(list(instructions), [x or "" for x in inputs], list(outputs), head=self.head,
                                     progress=self.progress)
-        f = build_features(self.encoder, list(instructions), [x or "" for x in inputs], list(outputs), progress=self.progress)
-        return f.astype(np.float64) @ self.w.astype(np.float64)
+        instructions, outputs = list(instructions), list(outputs)
+        inputs = [x or "" for x in inputs]
+        s = np.zeros(len(outputs), np.float64)
+        banked = np.asarray([self.bank is not None and self.bank.has(i, x) for i, x in zip(instructions, inputs)], bool)
+        for idx, use_bank in ((np.flatnonzero(banked), True), (np.flatnonzero(~banked), False)):
+            if not len(idx):
+                continue
+            sub = ([instructions[k] for k in idx], [inputs[k] for k in idx], [outputs[k] for k in idx])
+            if use_bank:
+                s[idx] = self.bank_artifact.heads.scores(banked_features(self.bank, *sub), self.head)
+            else:
+                f = build_features(self.encoder, *sub, progress=self.progress)
+                s[idx] = f.astype(np.float64) @ self.w.astype(np.float64)
+        return s
+
+    def uses_bank(self, instruction: str, inp: str = "") -> bool:
+        """Whether pairs on this instruction are scored by the bank heads (else by the global head)."""
+        return self.bank is not None and self.bank.has(instruction, inp or "")
 
     def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed: int = 0) -> list[Annotation]:
         n = check_lengths(instructions, inputs, outputs_1, outputs_2)
@@ -418,8 +609,10 @@ class DistilledJudge:
             diff = 0.0 if outputs_1[i] == outputs_2[i] else float(s[n + i] - s[i])
             p = float(1.0 / (1.0 + np.exp(-diff)))
             pref = 2.0 if diff > 0 else (1.0 if diff < 0 else 1.5)
-            out.append(Annotation(preference=pref, probability=p, annotator=self.name, cost=0.0,
-                                  extra={"score_1": float(s[i]), "score_2": float(s[n + i])}))
+            extra = {"score_1": float(s[i]), "score_2": float(s[n + i])}
+            if self.best is None:
+                extra["scored_by"] = "bank" if self.uses_bank(instructions[i], inputs[i]) else "global"
+            out.append(Annotation(preference=pref, probability=p, annotator=self.name, cost=0.0, extra=extra))
         return out
 
     def annotate(self, rows: list[dict]) -> list[Annotation]:
@@ -428,9 +621,10 @@ class DistilledJudge:
                             [r["output_1"] for r in rows], [r["output_2"] for r in rows])
 
 
-def _distilled_members(config, n_members: int | None, data_dir, progress: bool) -> list[DistilledJudge]:
+def _distilled_members(config, n_members: int | None, data_dir, progress: bool, bank: bool = True) -> list[DistilledJudge]:
     from .cross_encoder import CrossEncoderConfig, get_best_model
 
+    bank_obj, bank_art = False, None
     if isinstance(config, CrossEncoderConfig):
         artifact = get_best_model(config, data_dir, progress=progress)  # one encoder + score cache for all members
         n_heads, encoder = artifact.heads.shape[0] - 1, None
@@ -438,12 +632,17 @@ def _distilled_members(config, n_members: int | None, data_dir, progress: bool) 
         encoder = MiniLMEncoder(max_tokens=config.max_tokens)  # shared: one encoder in memory for all members
         artifact, _ = get_artifact(config, data_dir, encoder=encoder, progress=progress)
         n_heads = artifact.heads.shape[0] - 1
+        if bank and config.bank:  # shared too: one bank and one set of bank heads for all members
+            bank_obj = load_bank(data_dir, config.models, config.max_pairs_per_model) or False
+            if bank_obj is not False:
+                bank_art = get_bank_heads(config, bank_obj, data_dir, progress=progress)[0]
     if n_heads < 1:
         raise ValueError("the judge artifact has no bootstrap heads to pool (n_bootstrap=0)")
     k = n_heads if n_members is None else n_members
     if not 1 <= k <= n_heads:
         raise ValueError(f"n_members must lie in [1, {n_heads}], got {n_members}")
-    return [DistilledJudge(config=config, artifact=artifact, encoder=encoder, head=h, progress=progress)
+    return [DistilledJudge(config=config, artifact=artifact, encoder=encoder, head=h, progress=progress,
+                           bank=bank_obj, bank_artifact=bank_art)
             for h in range(1, k + 1)]
 
 
@@ -473,10 +672,11 @@ class DistilledPool(_pool_base()):
         data_dir: str | os.PathLike | None = None,
         config: JudgeConfig | None = None,
         name: str | None = None,
+        bank: bool = True,
         progress: bool = False,
     ):
         config = config if config is not None else config_for_variant(variant)
-        members = _distilled_members(config, n_members, data_dir, progress)
+        members = _distilled_members(config, n_members, data_dir, progress, bank=bank)
         p = self.default_p_label_flip if p_label_flip == -1.0 else p_label_flip
         super().__init__(members, name=name or self.default_name, p_label_flip=p, is_randomize_output_order=True,
                          base_seed=base_seed)
@@ -556,17 +756,23 @@ def evaluate_lomo(
     *,
     models: Sequence[str] | None = None,
     max_pairs_per_model: int | None = None,
+    heads: Sequence[str] = ("bank", "global"),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Leave-one-model-out fidelity to GPT-4 over the annotated models, with the "longer wins" baseline beside it.
 
-    For each model: a head fitted on every other model's pairs judges this model's pairs. Reported per model and
-    overall: per-pair agreement on GPT-4's non-draw rows, win-rate vs davinci003 (hard labels, as the benchmark
-    computes it; ``metrics.win_rate``), its cross-fitted linear calibration, MAE against GPT-4's win-rate and
-    Spearman over models.
+    For each model, the judge is rebuilt without that model and judges its pairs. ``heads``: ``bank`` = the bank
+    heads (how the judge scores the eval instructions; the held-out model's answers leave the bank too, and every
+    training pair sees the bank without its own model), ``global`` = the global head alone (how it scores any other
+    instruction). Reported per model and overall: per-pair agreement on GPT-4's non-draw rows, win-rate vs
+    davinci003 (hard labels, as the benchmark computes it; ``metrics.win_rate``), its cross-fitted logit
+    calibration, MAE against GPT-4's win-rate and Spearman over models. ``judge`` = the first of ``heads``.
     """
     from ..metrics import win_rate
 
+    heads = tuple(heads)
+    if not heads or set(heads) - {"bank", "global"}:
+        raise ValueError(f"heads must be a non-empty subset of ('bank', 'global'), got {heads!r}")
     config = config or JudgeConfig()
     models = list(models) if models is not None else list(config.models or []) or None
     rows = load_training_pairs(data_dir, models, max_pairs_per_model or config.max_pairs_per_model)
@@ -575,70 +781,99 @@ def evaluate_lomo(
         by_model.setdefault(r["model"], []).append(i)
     if len(by_model) < 2:
         raise ValueError("leave-one-model-out evaluation needs GPT-4 annotations of at least 2 models")
-    encoder = MiniLMEncoder(max_tokens=config.max_tokens)
+    n = len(rows)
     # synthetic negatives enter training folds only: built per model, dropped with the held-out model, never judged
     all_rows, base_weight = with_synthetic(rows, config)
-    syn_model = np.asarray([r["model"] for r in all_rows[len(rows):]], dtype=object)
-    f1_all, f2_all = pair_features(encoder, all_rows, progress=progress)
+    row_model = np.asarray([r["model"] for r in all_rows], dtype=object)
     y_all = labels(all_rows)
-    f1, f2, y = f1_all[: len(rows)], f2_all[: len(rows)], y_all[: len(rows)]
     gpt4_pref = np.asarray([float(r["preference"]) for r in rows])
+    same = np.asarray([r["output_1"] == r["output_2"] for r in rows])
     len1 = np.asarray([len(r["output_1"]) for r in rows])
     len2 = np.asarray([len(r["output_2"]) for r in rows])
-    longer_pref = np.where(len2 > len1, 2.0, np.where(len2 < len1, 1.0, 1.5))
-    judge_pref = np.full(len(rows), np.nan)
-    judge_prob = np.full(len(rows), np.nan)
-    it = list(by_model)
-    if progress:
-        from tqdm.auto import tqdm
+    prefs = {"longer": np.where(len2 > len1, 2.0, np.where(len2 < len1, 1.0, 1.5))}
 
-        it = tqdm(it, desc="leave-one-model-out", unit="model")
-    for m in it:
-        test = np.asarray(by_model[m])
-        train = np.setdiff1d(np.arange(len(rows)), test)
-        scale = feature_scale(f1[train], f2[train])
-        train = np.concatenate([train, len(rows) + np.flatnonzero(syn_model != m)]).astype(int)
-        w = fit_bt_head((f2_all[train] - f1_all[train]) / scale, y_all[train], config.l2, base_weight[train])
-        diff = ((f2[test] - f1[test]) / scale) @ w
-        same = np.asarray([rows[i]["output_1"] == rows[i]["output_2"] for i in test])
-        diff = np.where(same, 0.0, diff)
-        judge_prob[test] = 1.0 / (1.0 + np.exp(-diff))
-        judge_pref[test] = np.where(diff > 0, 2.0, np.where(diff < 0, 1.0, 1.5))
+    def folds(desc):
+        it = list(by_model)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, desc=desc, unit="model")
+        return it
+
+    def hard(diff, idx):
+        diff = np.where(same[idx], 0.0, diff)
+        return np.where(diff > 0, 2.0, np.where(diff < 0, 1.0, 1.5))
+
+    if "bank" in heads:
+        bank = AnswerBank(rows)
+        ins = [r["instruction"] for r in all_rows]
+        inp = [r.get("input", "") or "" for r in all_rows]
+        q1 = bank.query(ins, inp, [r["output_1"] for r in all_rows])  # similarities once; exclusions per fold
+        q2 = bank.query(ins, inp, [r["output_2"] for r in all_rows])
+        prompts = [full_prompt(i, x) for i, x in zip(ins, inp)]
+        H1 = np.stack([hand_features(p_, r["output_1"]) for p_, r in zip(prompts, all_rows)])
+        H2 = np.stack([hand_features(p_, r["output_2"]) for p_, r in zip(prompts, all_rows)])
+        pref = np.full(n, np.nan)
+        for m in folds("leave-one-model-out (bank heads)"):
+            exclude = [(r["model"], m) for r in all_rows]
+            X1 = np.concatenate([H1, bank.features(q1, exclude)], axis=1)
+            X2 = np.concatenate([H2, bank.features(q2, exclude)], axis=1)
+            test = np.asarray(by_model[m])
+            train = np.flatnonzero(row_model != m)
+            real_train = train[train < n]
+            mu, scale = _bank_stats(X1[real_train], X2[real_train])
+            W1, b1, W2, wlin = fit_bank_head(X1[train], X2[train], y_all[train], base_weight[train], mu, scale,
+                                             hidden=config.bank_hidden, epochs=config.bank_epochs, seed=config.seed * 1000)
+            bh = BankHeads(mu=mu, scale=scale, W1=W1[None], b1=b1[None], W2=W2[None], wlin=wlin[None])
+            pref[test] = hard(bh.scores(X2[test], 0) - bh.scores(X1[test], 0), test)
+        prefs["bank"] = pref
+    if "global" in heads:
+        encoder = MiniLMEncoder(max_tokens=config.max_tokens)
+        syn_model = row_model[n:]
+        f1_all, f2_all = pair_features(encoder, all_rows, progress=progress)
+        f1, f2 = f1_all[:n], f2_all[:n]
+        pref = np.full(n, np.nan)
+        for m in folds("leave-one-model-out (global head)"):
+            test = np.asarray(by_model[m])
+            train = np.setdiff1d(np.arange(n), test)
+            scale = feature_scale(f1[train], f2[train])
+            train = np.concatenate([train, n + np.flatnonzero(syn_model != m)]).astype(int)
+            w = fit_bt_head((f2_all[train] - f1_all[train]) / scale, y_all[train], config.l2, base_weight[train])
+            pref[test] = hard(((f2[test] - f1[test]) / scale) @ w, test)
+        prefs["global"] = pref
+    prefs["judge"] = prefs[heads[0]]
+    keys = ["judge"] + [h for h in heads] + ["longer"]
+
     per_model: dict[str, dict[str, Any]] = {}
     for m, idx in by_model.items():
         idx = np.asarray(idx)
-        per_model[m] = {
-            "n": int(len(idx)),
-            "gpt4_win_rate": win_rate(gpt4_pref[idx])["win_rate"],
-            "judge_win_rate": win_rate(judge_pref[idx])["win_rate"],
-            "judge_prob_win_rate": float(100 * judge_prob[idx].mean()),
-            "longer_win_rate": win_rate(longer_pref[idx])["win_rate"],
-            "judge_agreement": _agreement(judge_pref[idx], gpt4_pref[idx])[0],
-            "longer_agreement": _agreement(longer_pref[idx], gpt4_pref[idx])[0],
-        }
+        per_model[m] = {"n": int(len(idx)), "gpt4_win_rate": win_rate(gpt4_pref[idx])["win_rate"]}
+        for key in keys:
+            per_model[m][f"{key}_win_rate"] = win_rate(prefs[key][idx])["win_rate"]
+            per_model[m][f"{key}_agreement"] = _agreement(prefs[key][idx], gpt4_pref[idx])[0]
     target = {m: v["gpt4_win_rate"] for m, v in per_model.items()}
-    for key in ("judge", "longer"):
+    for key in keys:
         cal = cross_fitted_calibration({m: v[f"{key}_win_rate"] for m, v in per_model.items()}, target)
         for m in per_model:
             per_model[m][f"{key}_calibrated_win_rate"] = cal[m]
     mid = [m for m, v in per_model.items() if MID_RANGE[0] <= v["gpt4_win_rate"] <= MID_RANGE[1]]
     mid_idx = np.concatenate([np.asarray(by_model[m]) for m in mid]) if mid else np.asarray([], int)
     summary: dict[str, Any] = {}
-    for key, pref in (("judge", judge_pref), ("longer", longer_pref)):
+    for key in keys:
         raw = _summary(per_model, f"{key}_win_rate")
         cal = _summary(per_model, f"{key}_calibrated_win_rate")
         summary[key] = {
-            "agreement": _agreement(pref, gpt4_pref)[0],
-            "agreement_mid": _agreement(pref[mid_idx], gpt4_pref[mid_idx])[0] if mid else float("nan"),
+            "agreement": _agreement(prefs[key], gpt4_pref)[0],
+            "agreement_mid": _agreement(prefs[key][mid_idx], gpt4_pref[mid_idx])[0] if mid else float("nan"),
             "mae": raw["mae"], "spearman": raw["spearman"],
             "mae_calibrated": cal["mae"], "spearman_calibrated": cal["spearman"],
         }
-    summary["judge"]["prob_mae"] = _summary(per_model, "judge_prob_win_rate")["mae"]
     all_models = list(per_model)
     line = _fit_line(_logit([per_model[m]["judge_win_rate"] for m in all_models]), _logit([target[m] for m in all_models]))
     return {
         "protocol": "leave-one-model-out over the AlpacaEval-1 GPT-4-annotated models; win-rates vs text-davinci-003",
         "config": dataclasses.asdict(config),
+        "heads": list(heads),
         "n_pairs": len(rows),
         "n_synthetic": len(all_rows) - len(rows),
         "models": all_models,
