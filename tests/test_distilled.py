@@ -143,8 +143,10 @@ def test_cli_judge_eval_small_subset(built, data_dir, capsys):
         assert res["per_model"][m]["gpt4_win_rate"] == pytest.approx(win_rate([r["preference"] for r in sub])["win_rate"])
         assert 0.0 <= res["per_model"][m]["judge_agreement"] <= 1.0
     s = res["summary"]
-    for key in ("judge", "longer"):
+    assert res["heads"] == ["bank", "global"]
+    for key in ("judge", "bank", "global", "longer"):
         assert {"agreement", "agreement_mid", "mae", "spearman", "mae_calibrated"} <= set(s[key])
+    assert s["judge"] == s["bank"]  # the judge scores these (eval) instructions with its bank heads
     for m, v in res["per_model"].items():
         assert (m in res["mid_range_models"]) == (20.0 <= v["gpt4_win_rate"] <= 60.0)
 
@@ -273,3 +275,77 @@ def test_best_variant_trains_resumes_loads_from_cache_and_is_order_symmetric(sma
         assert a.preference == direct.preference and a.probability == pytest.approx(direct.probability, abs=1e-9)
     with pytest.raises(ValueError, match="variant"):
         DistilledJudge(variant="huge")
+
+
+# ----------------------------------------------------------------------------------------------- answer bank
+def _bank_rows(rows):
+    return [r for r in rows if r["output_1"] != r["output_2"]]
+
+
+def test_answer_bank_features_see_labels_but_never_excluded_ones(built):
+    """Bank features read GPT-4's labels of other answers to the same instruction; an excluded model's labels (the
+    held-out model in leave-one-model-out, a training pair's own model) cannot move them."""
+    from alpaca_farm_env.annotators.answer_bank import BANK_FEATURES, AnswerBank
+
+    _, rows, _, _ = built
+    rows = _bank_rows(rows)
+    bank = AnswerBank(rows)
+    prompts = {(r["instruction"], r["input"]) for r in rows}
+    assert len(bank) == len(prompts) and all(bank.has(i, x) for i, x in prompts)
+    assert not bank.has("Write a haiku about a tortoise named Greg.", "")
+    q = bank.query([r["instruction"] for r in rows], [r["input"] for r in rows], [r["output_2"] for r in rows])
+    assert all(x is not None for x in q)
+    own = bank.features(q)
+    k_label = BANK_FEATURES.index("knn_label_t0.05")
+    # an answer that is itself in the bank finds itself (similarity 1): the sharp kNN label is its own GPT-4 label
+    for r, f in zip(rows, own):
+        if r["preference"] in (1.0, 2.0):
+            assert np.sign(f[k_label]) == np.sign(r["preference"] - 1.5)
+    # the reference is a bank entry labelled 1/2 and is 1.0-similar to itself
+    qr = bank.query([rows[0]["instruction"]], [rows[0]["input"]], [rows[0]["output_1"]])
+    assert qr[0].reference_sim == pytest.approx(1.0, abs=1e-5)
+    # flip the labels of one model: features excluding it are unchanged, features that see it change
+    m = rows[0]["model"]
+    excl = [(m,)] * len(rows)
+    before_excl, before_all = bank.features(q, excl), bank.features(q)
+    flipped = bank.models == m
+    bank.labels[flipped] = 1.0 - bank.labels[flipped]
+    np.testing.assert_array_equal(bank.features(q, excl), before_excl)
+    assert not np.allclose(bank.features(q), before_all)
+    # no bank for an instruction: zero features (the judge uses its global head there)
+    assert bank.query(["Write a haiku about a tortoise named Greg."], [""], ["Slow shell, bright sun"]) == [None]
+
+
+def test_judge_scores_bank_instructions_with_bank_heads_and_others_with_global_head(built, data_dir):
+    config, rows, art, _ = built
+    judge = DistilledJudge(config=config, artifact=art, data_dir=data_dir, head=1)
+    assert judge.bank is not None and judge.bank_artifact is not None
+    assert judge.bank_artifact.heads.W1.shape[:2] == (1 + config.n_bootstrap, config.bank_hidden)
+    r = rows[0]
+    novel = "Write a haiku about a tortoise named Greg."
+    ins, inp = [r["instruction"], novel], [r["input"], ""]
+    o1, o2 = [r["output_1"], "Slow shell, bright sun."], [r["output_2"], "Greg walks. Greg rests. Greg walks on."]
+    ab, ba = judge.compare(ins, inp, o1, o2), judge.compare(ins, inp, o2, o1)
+    assert [a.extra["scored_by"] for a in ab] == ["bank", "global"]
+    for x, y in zip(ab, ba):  # order symmetry with either head
+        assert x.probability == pytest.approx(1.0 - y.probability, abs=1e-9) and x.preference == 3.0 - y.preference
+    # bank=False: the global head everywhere (the same score as the artifact's linear head)
+    plain = DistilledJudge(config=config, artifact=art, data_dir=data_dir, head=1, bank=False)
+    assert plain.bank is None and plain.compare(ins, inp, o1, o2)[0].extra["scored_by"] == "global"
+    # the bank heads were trained once (cached by config and bank content) and are reused
+    count = D.BUILD_COUNT
+    again = DistilledJudge(config=config, artifact=art, data_dir=data_dir)
+    assert D.BUILD_COUNT == count
+    np.testing.assert_array_equal(again.bank_artifact.heads.W1, judge.bank_artifact.heads.W1)
+
+
+def test_bank_heads_pool_members_differ_and_pool_uses_bank(built, data_dir):
+    config, rows, _, _ = built
+    pooled = D.PooledJudge(config=config, data_dir=data_dir)
+    members = list(pooled.members.values())
+    heads = members[0].bank_artifact.heads
+    assert len(members) == config.n_bootstrap and all(m.bank is members[0].bank for m in members)  # one shared bank
+    assert not np.allclose(heads.W1[1], heads.W1[2])  # bootstrap members: own seed and data subset
+    anns = pooled.compare([r["instruction"] for r in rows[:10]], [r["input"] for r in rows[:10]],
+                          [r["output_1"] for r in rows[:10]], [r["output_2"] for r in rows[:10]], seed=0)
+    assert {a.extra.get("scored_by") for a in anns if a.extra} <= {"bank"}

@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     add_data_dir_arg(e)
     e.add_argument("--models", nargs="*", default=None, help="evaluate over these annotated models (default: all)")
     e.add_argument("--max-pairs", type=int, default=None, help="at most this many pairs per model")
+    e.add_argument("--heads", default="bank,global",
+                   help="comma-separated: bank (answer-bank heads: how the judge scores the eval instructions), "
+                        "global (global head: any other instruction; embeds every output once, ~15 min cold)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=run_eval)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -71,29 +74,46 @@ def run_train(args) -> int:
     print(f"  {m.get('n_pairs')} GPT-4-labelled pairs from {len(m.get('models', []))} models; "
           f"{art.heads.shape[0]} heads (1 full + {art.heads.shape[0] - 1} bootstrap pool members); "
           f"built {m.get('built_at')} in {m.get('train_seconds')} s")
+    from ..annotators.distilled import get_bank_heads, load_bank
+
+    config = _config(args)
+    bank = load_bank(args.data_dir, config.models, config.max_pairs_per_model)
+    if bank is None:
+        print("answer bank: none (no GPT-4 annotation files in the data dir); the global head judges every instruction")
+        return 0
+    bart, bpath = get_bank_heads(config, bank, args.data_dir, retrain=args.force, progress=True)
+    bm = bart.meta
+    print(f"bank heads: {bpath}")
+    print(f"  answer bank: {bm['bank_entries']} labelled answers (references included) on {bm['bank_instructions']} "
+          f"instructions; {bart.heads.W1.shape[0]} heads trained on {bm['n_pairs']} pairs + {bm['n_synthetic']} "
+          f"synthetic negatives in {bm['train_seconds']} s")
     return 0
 
 
 def run_eval(args) -> int:
     from ..annotators.distilled import JudgeConfig, evaluate_lomo
 
+    heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
     res = evaluate_lomo(args.data_dir, JudgeConfig(), models=args.models or None, max_pairs_per_model=args.max_pairs,
-                        progress=not args.json)
+                        heads=heads, progress=not args.json)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
     print(f"{res['protocol']}: {len(res['models'])} models, {res['n_pairs']} pairs")
-    print(f"{'model':<24} {'GPT-4':>6} {'judge':>6} {'j.cal':>6} {'longer':>6} {'l.cal':>6} {'agree':>6} {'l.agr':>6}")
+    keys = list(res["heads"]) + ["longer"]
+    print(f"{'model':<24} {'GPT-4':>6} " + " ".join(f"{k:>7} {'cal':>5}" for k in keys) + " "
+          + " ".join(f"{k[:5] + '.agr':>9}" for k in keys))
     for m, v in sorted(res["per_model"].items(), key=lambda kv: -kv[1]["gpt4_win_rate"]):
-        print(f"{m:<24} {v['gpt4_win_rate']:6.1f} {v['judge_win_rate']:6.1f} {v['judge_calibrated_win_rate']:6.1f} "
-              f"{v['longer_win_rate']:6.1f} {v['longer_calibrated_win_rate']:6.1f} "
-              f"{100 * v['judge_agreement']:6.1f} {100 * v['longer_agreement']:6.1f}")
+        print(f"{m:<24} {v['gpt4_win_rate']:6.1f} "
+              + " ".join(f"{v[k + '_win_rate']:7.1f} {v[k + '_calibrated_win_rate']:5.1f}" for k in keys) + " "
+              + " ".join(f"{100 * v[k + '_agreement']:9.1f}" for k in keys))
     s = res["summary"]
+    labels = {"bank": "distilled_gpt4, bank", "global": "distilled_gpt4, global", "longer": "longer wins"}
     print()
-    print(f"{'':<22} {'agree%':>7} {'agree% [20,60]':>15} {'MAE':>6} {'Spearman':>9} {'MAE cal':>8} {'Sp. cal':>8}")
-    for key, label in (("judge", "distilled_gpt4 (LOMO)"), ("longer", "longer wins")):
+    print(f"{'(leave-one-model-out)':<24} {'agree%':>7} {'agree% [20,60]':>15} {'MAE':>6} {'Spearman':>9} {'MAE cal':>8} {'Sp. cal':>8}")
+    for key in keys:
         v = s[key]
-        print(f"{label:<22} {100 * v['agreement']:7.1f} {100 * v['agreement_mid']:15.1f} {v['mae']:6.1f} "
+        print(f"{labels[key]:<24} {100 * v['agreement']:7.1f} {100 * v['agreement_mid']:15.1f} {v['mae']:6.1f} "
               f"{v['spearman']:9.2f} {v['mae_calibrated']:8.1f} {v['spearman_calibrated']:8.2f}")
     print(f"[20,60] models: {', '.join(res['mid_range_models']) or '(none)'}; 'cal' = line from logit(predicted) to "
           "logit(GPT-4 win-rate) fitted on the other models (cross-fitted)")
