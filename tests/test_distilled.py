@@ -176,6 +176,20 @@ def test_packaged_artifact_is_small_and_loads():
     assert len(art.meta["models"]) >= 10 and art.meta["n_pairs"] > 10_000
 
 
+def test_packaged_bank_heads_match_the_data_dirs_bank(data_dir):
+    """The shipped bank heads are keyed by the bank's content: they must be the ones this data dir's bank uses
+    (a change to the bank features or the data makes this fail until they are rebuilt; see artifacts/README.md)."""
+    from alpaca_farm_env.annotators.answer_bank import BANK_FEATURES
+
+    bank = D.load_bank(data_dir)
+    shipped = D.PACKAGED_ARTIFACTS / D.bank_artifact_path(JudgeConfig(), bank).name
+    assert shipped.is_file(), "rebuild: alpaca-farm judge train --force, then copy distilled_bank_<key>.npz"
+    art = D.BankArtifact.load(shipped)
+    assert art.meta["features"] == list(D.HAND_FEATURES) + list(BANK_FEATURES)
+    assert art.heads.W1.shape == (1 + JudgeConfig().n_bootstrap, JudgeConfig().bank_hidden, len(art.meta["features"]))
+    assert art.meta["bank"] == bank.key and art.meta["n_pairs"] > 10_000
+
+
 def test_synthetic_negatives_are_deterministic_per_model_and_label_the_reference(built):
     config, rows, _, _ = built
     syn = D.synthetic_negatives(rows, 0.5, seed=0)
@@ -312,6 +326,14 @@ def test_answer_bank_features_see_labels_but_never_excluded_ones(built):
     bank.labels[flipped] = 1.0 - bank.labels[flipped]
     np.testing.assert_array_equal(bank.features(q, excl), before_excl)
     assert not np.allclose(bank.features(q), before_all)
+    # per-pair holdout (bank_holdout): hiding a pair's own outputs makes its features blind to their own labels
+    i = next(k for k, r in enumerate(rows) if r["preference"] in (1.0, 2.0))
+    entry = int(np.flatnonzero(bank.texts == rows[i]["output_2"])[0])
+    hide = [(rows[i]["output_1"], rows[i]["output_2"])]
+    held, seen = bank.features(q[i : i + 1], exclude_texts=hide), bank.features(q[i : i + 1])
+    bank.labels[entry] = 1.0 - bank.labels[entry]
+    np.testing.assert_array_equal(bank.features(q[i : i + 1], exclude_texts=hide), held)
+    assert not np.allclose(bank.features(q[i : i + 1]), seen)
     # no bank for an instruction: zero features (the judge uses its global head there)
     assert bank.query(["Write a haiku about a tortoise named Greg."], [""], ["Slow shell, bright sun"]) == [None]
 

@@ -122,6 +122,7 @@ class AnswerBank:
             texts.append(r["output_2"]); models.append(r["model"]); labels.append(float(r["preference"]) - 1.0)
         if not texts:
             raise ValueError("an answer bank needs at least one labelled pair")
+        self.texts = np.asarray(texts, dtype=object)
         self.models = np.asarray(models, dtype=object)
         self.labels = np.asarray(labels, dtype=np.float64)
         self.log_words = np.asarray([_log_words(t) for t in texts])
@@ -157,9 +158,16 @@ class AnswerBank:
                 out[k] = BankQuery(entries, S[:, j].astype(np.float64), _log_words(outputs[k]), float(S[ref_pos, j]))
         return out
 
-    def features(self, queries: Sequence[BankQuery | None], exclude: Sequence[Iterable[str]] | None = None) -> np.ndarray:
-        """``(n, N_BANK_FEATURES)``; ``exclude[i]`` = models whose answers query ``i`` must not see (never the
-        reference). Rows without a bank are zeros (the judge uses its global head for them)."""
+    def features(
+        self,
+        queries: Sequence[BankQuery | None],
+        exclude: Sequence[Iterable[str]] | None = None,
+        exclude_texts: Sequence[Iterable[str]] | None = None,
+    ) -> np.ndarray:
+        """``(n, N_BANK_FEATURES)``; ``exclude[i]`` = models whose answers query ``i`` must not see, and
+        ``exclude_texts[i]`` = answer texts it must not see (a pair's own outputs, so that their GPT-4 label is not
+        read back); the reference entry is never excluded. Rows without a bank are zeros (the judge uses its global
+        head for them)."""
         F = np.zeros((len(queries), N_BANK_FEATURES), np.float32)
         for i, q in enumerate(queries):
             if q is None:
@@ -168,6 +176,10 @@ class AnswerBank:
             ex = set(exclude[i]) if exclude is not None and exclude[i] else None
             if ex:
                 keep = np.asarray([m not in ex for m in self.models[q.entries]])
+            ext = set(exclude_texts[i]) if exclude_texts is not None and exclude_texts[i] else None
+            if ext:
+                keep &= np.asarray([m == REFERENCE or t not in ext
+                                    for m, t in zip(self.models[q.entries], self.texts[q.entries])])
             s, y, lw = q.sims[keep], self.labels[q.entries[keep]], self.log_words[q.entries[keep]]
             if len(s) == 0:
                 continue

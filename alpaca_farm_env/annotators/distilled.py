@@ -384,13 +384,14 @@ def banked_features(
     outputs: Sequence[str],
     exclude: Sequence[Sequence[str]] | None = None,
     queries=None,
+    exclude_texts: Sequence[Sequence[str]] | None = None,
 ) -> np.ndarray:
     """``[hand features | bank features]`` per (instruction, input, output); the input of the bank heads."""
     prompts = [full_prompt(i, x or "") for i, x in zip(instructions, inputs)]
     hand = (np.stack([hand_features(p, o) for p, o in zip(prompts, outputs)]) if len(outputs)
             else np.zeros((0, len(HAND_FEATURES)), np.float32))
     queries = queries if queries is not None else bank.query(instructions, inputs, outputs)
-    return np.concatenate([hand, bank.features(queries, exclude)], axis=1)
+    return np.concatenate([hand, bank.features(queries, exclude, exclude_texts)], axis=1)
 
 
 @dataclass
@@ -523,6 +524,8 @@ class DistilledJudge:
     ``bank`` (fast variant): on instructions the data dir's answer bank covers (the 805 eval instructions), pairs are
     scored by the bank heads over hand + bank features (answer_bank.py); other instructions by the global head.
     ``bank=False`` uses the global head everywhere; an :class:`AnswerBank` instance is used as given.
+    ``bank_holdout=True`` hides each pair's own outputs from the bank (their GPT-4 label, if banked, is not read
+    back): for measuring the judge on banked pairs, as ``annotators analyze`` does.
     """
 
     cost_per_annotation = 0.0  # local CPU only
@@ -539,6 +542,7 @@ class DistilledJudge:
         encoder: MiniLMEncoder | None = None,
         bank: "bool | AnswerBank" = True,
         bank_artifact: BankArtifact | None = None,
+        bank_holdout: bool = False,
         progress: bool = False,
     ):
         from .cross_encoder import BestJudgeModel, CrossEncoderConfig, get_best_model
@@ -561,6 +565,7 @@ class DistilledJudge:
         if not 0 <= head < n_heads:
             raise ValueError(f"head {head} out of range: the artifact has {n_heads} heads")
         self.head = head
+        self.bank_holdout = bank_holdout
         self.bank: AnswerBank | None = None
         self.bank_artifact: BankArtifact | None = None
         if self.best is None:
@@ -575,8 +580,11 @@ class DistilledJudge:
                                      "disagree; rebuild with `alpaca-farm judge train --force`")
         self.name = name or ("distilled_gpt4" if head == 0 else f"distilled_gpt4_h{head}")
 
-    def scores(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> np.ndarray:
-        """Per-output scores s(x, o) (float64)."""
+    def scores(
+        self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
+        exclude_texts: Sequence[Sequence[str]] | None = None,
+    ) -> np.ndarray:
+        """Per-output scores s(x, o) (float64); ``exclude_texts[i]``: banked answers output ``i`` must not see."""
         if self.best is not None:
             return self.best.scores(list(instructions), [x or "" for x in inputs], list(outputs), head=self.head,
                                     progress=self.progress)
@@ -589,7 +597,8 @@ class DistilledJudge:
                 continue
             sub = ([instructions[k] for k in idx], [inputs[k] for k in idx], [outputs[k] for k in idx])
             if use_bank:
-                s[idx] = self.bank_artifact.heads.scores(banked_features(self.bank, *sub), self.head)
+                ex = [exclude_texts[k] for k in idx] if exclude_texts is not None else None
+                s[idx] = self.bank_artifact.heads.scores(banked_features(self.bank, *sub, exclude_texts=ex), self.head)
             else:
                 f = build_features(self.encoder, *sub, progress=self.progress)
                 s[idx] = f.astype(np.float64) @ self.w.astype(np.float64)
@@ -603,7 +612,10 @@ class DistilledJudge:
         n = check_lengths(instructions, inputs, outputs_1, outputs_2)
         if n == 0:
             return []
-        s = self.scores(list(instructions) * 2, list(inputs) * 2, list(outputs_1) + list(outputs_2))
+        ex = None
+        if self.bank_holdout:  # the same exclusion for both outputs of a pair keeps the order symmetry exact
+            ex = [(a, b) for a, b in zip(outputs_1, outputs_2)] * 2
+        s = self.scores(list(instructions) * 2, list(inputs) * 2, list(outputs_1) + list(outputs_2), exclude_texts=ex)
         out = []
         for i in range(n):
             diff = 0.0 if outputs_1[i] == outputs_2[i] else float(s[n + i] - s[i])
@@ -621,7 +633,9 @@ class DistilledJudge:
                             [r["output_1"] for r in rows], [r["output_2"] for r in rows])
 
 
-def _distilled_members(config, n_members: int | None, data_dir, progress: bool, bank: bool = True) -> list[DistilledJudge]:
+def _distilled_members(
+    config, n_members: int | None, data_dir, progress: bool, bank: bool = True, bank_holdout: bool = False
+) -> list[DistilledJudge]:
     from .cross_encoder import CrossEncoderConfig, get_best_model
 
     bank_obj, bank_art = False, None
@@ -642,7 +656,7 @@ def _distilled_members(config, n_members: int | None, data_dir, progress: bool, 
     if not 1 <= k <= n_heads:
         raise ValueError(f"n_members must lie in [1, {n_heads}], got {n_members}")
     return [DistilledJudge(config=config, artifact=artifact, encoder=encoder, head=h, progress=progress,
-                           bank=bank_obj, bank_artifact=bank_art)
+                           bank=bank_obj, bank_artifact=bank_art, bank_holdout=bank_holdout)
             for h in range(1, k + 1)]
 
 
@@ -673,10 +687,11 @@ class DistilledPool(_pool_base()):
         config: JudgeConfig | None = None,
         name: str | None = None,
         bank: bool = True,
+        bank_holdout: bool = False,
         progress: bool = False,
     ):
         config = config if config is not None else config_for_variant(variant)
-        members = _distilled_members(config, n_members, data_dir, progress, bank=bank)
+        members = _distilled_members(config, n_members, data_dir, progress, bank=bank, bank_holdout=bank_holdout)
         p = self.default_p_label_flip if p_label_flip == -1.0 else p_label_flip
         super().__init__(members, name=name or self.default_name, p_label_flip=p, is_randomize_output_order=True,
                          base_seed=base_seed)

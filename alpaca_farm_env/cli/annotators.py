@@ -106,12 +106,15 @@ def run_analyze(args) -> int:
     from ..annotators.distilled import load_training_pairs
 
     rows = sample_pairs(load_training_pairs(args.data_dir, args.models), args.max_pairs)
-    annotator = make_annotator(args.annotator)
+    distilled = str(args.annotator) in ("distilled_gpt4", "pooled", "noisy_pooled")
+    # a distilled judge's answer bank holds these very pairs' GPT-4 labels: hide each pair's own outputs from it
+    annotator = make_annotator(args.annotator, bank_holdout=True, data_dir=args.data_dir) if distilled else make_annotator(args.annotator)
     res = analyze(annotator, rows)
     res["models"] = sorted({r["model"] for r in rows})
-    if str(args.annotator) in ("distilled_gpt4", "pooled", "noisy_pooled"):
-        res["note"] = ("the distilled judges were trained on these GPT-4 labels: agreement here is in-sample; "
-                       "`alpaca-farm judge eval` gives the leave-one-model-out figures")
+    if distilled:
+        res["note"] = ("each pair's own outputs are hidden from the answer bank, but the judge's heads were trained on "
+                       "these GPT-4 labels, so agreement here is in-sample; `alpaca-farm judge eval` gives the "
+                       "leave-one-model-out figures")
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
