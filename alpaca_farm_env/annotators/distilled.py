@@ -268,6 +268,23 @@ class JudgeArtifact:
         return art
 
 
+def member_weights(config: JudgeConfig, base_weight: np.ndarray, desc: str, progress: bool):
+    """Yield ``(h, per-row weights)``: head 0 on all pairs, then the ``n_bootstrap`` pool members, each a bootstrap
+    resample (seed ``1000*seed + h``) expressed as multiplicities -- same features, its own data subset."""
+    iterator = range(1 + config.n_bootstrap)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=desc, unit="head")
+    n = len(base_weight)
+    for h in iterator:
+        if h == 0:
+            yield h, base_weight
+        else:
+            rng = np.random.default_rng(config.seed * 1000 + h)
+            yield h, base_weight * np.bincount(rng.integers(0, n, n), minlength=n)
+
+
 def train_artifact(
     config: JudgeConfig,
     data_dir: str | os.PathLike | None = None,
@@ -286,19 +303,8 @@ def train_artifact(
     scale = feature_scale(f1[: len(real)], f2[: len(real)])  # real outputs only, as in the LOMO folds
     d = (f2 - f1) / scale
     y = labels(rows)
-    heads = []
-    iterator = range(1 + config.n_bootstrap)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc="fitting judge heads", unit="head")
-    for h in iterator:
-        if h == 0:
-            weight = base_weight
-        else:  # bootstrap resample as multiplicities: same cached features, a different data subset per member
-            rng = np.random.default_rng(config.seed * 1000 + h)
-            weight = base_weight * np.bincount(rng.integers(0, len(rows), len(rows)), minlength=len(rows))
-        heads.append(fit_bt_head(d, y, config.l2, weight))
+    heads = [fit_bt_head(d, y, config.l2, weight)
+             for _, weight in member_weights(config, base_weight, "fitting judge heads", progress)]
     models = sorted({r["model"] for r in rows})
     meta = {
         "config": dataclasses.asdict(config),
@@ -440,19 +446,9 @@ def train_bank_heads(
     X1, X2 = _pair_bank_features(bank, all_rows, exclude)
     mu, scale = _bank_stats(X1[: len(real)], X2[: len(real)])
     y = labels(all_rows)
-    parts = []
-    iterator = range(1 + config.n_bootstrap)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc="fitting bank heads", unit="head")
-    for h in iterator:
-        weight = base_weight
-        if h > 0:
-            rng = np.random.default_rng(config.seed * 1000 + h)
-            weight = base_weight * np.bincount(rng.integers(0, len(all_rows), len(all_rows)), minlength=len(all_rows))
-        parts.append(fit_bank_head(X1, X2, y, weight, mu, scale, hidden=config.bank_hidden, epochs=config.bank_epochs,
-                                   seed=config.seed * 1000 + h))
+    parts = [fit_bank_head(X1, X2, y, weight, mu, scale, hidden=config.bank_hidden, epochs=config.bank_epochs,
+                           seed=config.seed * 1000 + h)
+             for h, weight in member_weights(config, base_weight, "fitting bank heads", progress)]
     heads = BankHeads(mu=mu, scale=scale, W1=np.stack([p[0] for p in parts]), b1=np.stack([p[1] for p in parts]),
                       W2=np.stack([p[2] for p in parts]), wlin=np.stack([p[3] for p in parts]))
     meta = {
