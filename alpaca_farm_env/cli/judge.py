@@ -102,11 +102,11 @@ def run_eval(args) -> int:
     print(f"{res['protocol']}: {len(res['models'])} models, {res['n_pairs']} pairs")
     keys = list(res["heads"]) + ["longer"]
     print(f"{'model':<24} {'GPT-4':>6} " + " ".join(f"{k:>7} {'cal':>5}" for k in keys) + " "
-          + " ".join(f"{k[:5] + '.agr':>9}" for k in keys))
+          + " ".join(f"{k[:6] + '.agr':>11}" for k in keys))
     for m, v in sorted(res["per_model"].items(), key=lambda kv: -kv[1]["gpt4_win_rate"]):
         print(f"{m:<24} {v['gpt4_win_rate']:6.1f} "
               + " ".join(f"{v[k + '_win_rate']:7.1f} {v[k + '_calibrated_win_rate']:5.1f}" for k in keys) + " "
-              + " ".join(f"{100 * v[k + '_agreement']:9.1f}" for k in keys))
+              + " ".join(f"{100 * v[k + '_agreement']:11.1f}" for k in keys))
     s = res["summary"]
     labels = {"bank": "distilled_gpt4, bank", "global": "distilled_gpt4, global", "longer": "longer wins"}
     print()
