@@ -78,3 +78,23 @@ def test_annotate_outputs_reports_missing_and_extra(data_dir, tmp_path, capsys):
 def test_needs_an_input(capsys):
     assert main(["evaluate", "--json"]) == 2
     assert "--model-outputs" in capsys.readouterr().err
+
+
+def test_lazy_annotator_is_built_only_when_a_pair_needs_annotating(tmp_path):
+    """A resumed run whose annotations are all cached never builds the evaluator (the offline judge loads its
+    answer bank in seconds); a run with missing rows builds it once."""
+    from alpaca_farm_env.annotators import make_annotator
+    from alpaca_farm_env.benchmark.evaluation import LazyAnnotator, annotate_pairs
+
+    built = []
+
+    def factory():
+        built.append(1)
+        return make_annotator("longer")
+
+    pairs = [{"instruction": f"Say {i}.", "input": "", "output_1": "x" * (i + 1), "output_2": "yy"} for i in range(5)]
+    cache = tmp_path / "annotations.json"
+    rows, n_cached = annotate_pairs(LazyAnnotator(factory), pairs, cache_path=cache, annotator_id="longer", progress=False)
+    assert built == [1] and n_cached == 0 and [r["preference"] for r in rows] == [2.0, 1.5, 1.0, 1.0, 1.0]
+    rows2, n_cached2 = annotate_pairs(LazyAnnotator(factory), pairs, cache_path=cache, annotator_id="longer", progress=False)
+    assert built == [1] and n_cached2 == 5 and rows2 == rows

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..utils import atomic_write_text, digest
 
@@ -73,6 +73,20 @@ def match_outputs(outputs: Sequence[dict[str, Any]], eval_rows: Sequence[dict[st
 
 def _pair_key(pair: dict[str, Any], annotator_id: str, seed: int) -> str:
     return digest([annotator_id, seed, pair["instruction"], pair["input"], pair["output_1"], pair["output_2"]])[:32]
+
+
+class LazyAnnotator:
+    """Wraps an annotator factory and builds the annotator at its first ``compare`` call (loading the offline
+    judge's answer bank takes seconds; a resumed run whose annotations are all cached should not pay it)."""
+
+    def __init__(self, factory: Callable[[], Any]):
+        self._factory = factory
+        self.annotator: Any = None
+
+    def compare(self, *args: Any, **kwargs: Any) -> Any:
+        if self.annotator is None:
+            self.annotator = self._factory()
+        return self.annotator.compare(*args, **kwargs)
 
 
 def annotate_pairs(

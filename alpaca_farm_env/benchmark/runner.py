@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from ..utils import atomic_write_text, digest, json_safe
 from .config import BenchmarkConfig, eval_subset
-from .evaluation import annotate_pairs, fold_instruction, match_outputs, to_alpaca_eval_layout
+from .evaluation import LazyAnnotator, annotate_pairs, fold_instruction, match_outputs, to_alpaca_eval_layout
 
 REFERENCE_NAME = "Davinci003"
 
@@ -178,8 +178,8 @@ def run_benchmark(
         outputs_path = mdir / "model_outputs.json"
         atomic_write_text(outputs_path, json.dumps(to_alpaca_eval_layout(out_rows, generator), indent=1, ensure_ascii=False))
 
-        if evaluator is None:
-            evaluator = make_annotator(cfg.annotator, **cfg.annotator_kwargs)
+        if evaluator is None:  # built on first use: a resumed run with every annotation cached never loads it
+            evaluator = LazyAnnotator(lambda: make_annotator(cfg.annotator, **cfg.annotator_kwargs))
         match = match_outputs([{"instruction": fold_instruction(r["instruction"], r["input"]), "output": r["output"],
                                 "generator": generator} for r in out_rows], rows)
         assert not match.missing and not match.extra  # our own outputs cover exactly the subset
