@@ -5,7 +5,8 @@ alpaca-farm-ppo-human, text_davinci_001, vicuna-13b, zephyr-7b-beta, claude-2, .
 win-rates are only in ``leaderboards/data_AlpacaEval/alpaca_eval_gpt4_leaderboard.csv``. Nothing of the judge is
 trained or tuned on them, so this is an independent check of what ``judge eval`` (leave-one-model-out) reports.
 
-Each model's outputs are judged against the AlpacaEval-1 reference (B) with the ``pooled`` annotator (the
+Each model's outputs are judged against the AlpacaEval-1 reference (B) (``--reference alpacafarm``: the AlpacaFarm
+reference (A), another davinci003 sample that is not in the answer bank) with the ``pooled`` annotator (the
 evaluation default; answer bank on, as for any evaluation on the 805 instructions), optionally with the global head
 only (``--global-head``), and with "longer wins"; win-rates use ``metrics.win_rate``. It also times building the
 judge and scoring the first model's 805 pairs (2 CPU threads).
@@ -32,6 +33,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--global-head", action="store_true", help="also judge with the global head only (bank off)")
+    ap.add_argument("--reference", default="alpacaeval1", choices=["alpacaeval1", "alpacafarm"],
+                    help="Davinci003 reference to judge against: (B) alpacaeval1, as GPT-4's leaderboard did (default), "
+                         "or (A) alpacafarm, the benchmark's default (a different davinci003 sample, not in the bank)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
 
@@ -52,7 +56,7 @@ def main() -> None:
         raise SystemExit(f"{leaked} have GPT-4 annotation files in {root}: not an external check")
     board = {r[""]: float(r["win_rate"])
              for r in csv.DictReader(open(root / "leaderboards/data_AlpacaEval/alpaca_eval_gpt4_leaderboard.csv"))}
-    eval_rows = load_eval_set("alpacaeval1", root)
+    eval_rows = load_eval_set(args.reference, root)
 
     judges = {}
     t0 = time.time()
