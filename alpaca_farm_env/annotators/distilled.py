@@ -389,14 +389,13 @@ def banked_features(
     inputs: Sequence[str],
     outputs: Sequence[str],
     exclude: Sequence[Sequence[str]] | None = None,
-    queries=None,
     exclude_texts: Sequence[Sequence[str]] | None = None,
 ) -> np.ndarray:
     """``[hand features | bank features]`` per (instruction, input, output); the input of the bank heads."""
     prompts = [full_prompt(i, x or "") for i, x in zip(instructions, inputs)]
     hand = (np.stack([hand_features(p, o) for p, o in zip(prompts, outputs)]) if len(outputs)
             else np.zeros((0, len(HAND_FEATURES)), np.float32))
-    queries = queries if queries is not None else bank.query(instructions, inputs, outputs)
+    queries = bank.query(instructions, inputs, outputs)
     return np.concatenate([hand, bank.features(queries, exclude, exclude_texts)], axis=1)
 
 
