@@ -129,6 +129,7 @@ class AnswerBank:
         self.tfidf = HashedTfidf()
         self.matrix = self.tfidf.fit_transform(texts)
         self.by_prompt_arr = {k: np.asarray(v, dtype=np.int64) for k, v in self.by_prompt.items()}
+        self.rows = list(rows)  # what it was built from: the bank heads train on exactly these pairs
         self.key = digest(sorted((k, len(v)) for k, v in self.by_prompt.items()) + [digest(texts), digest(labels)])[:16]
         self.n_entries = len(texts)
 

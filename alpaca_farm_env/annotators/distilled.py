@@ -472,7 +472,6 @@ def bank_artifact_path(config: JudgeConfig, bank: AnswerBank) -> Path:
 def get_bank_heads(
     config: JudgeConfig,
     bank: AnswerBank,
-    data_dir: str | os.PathLike | None = None,
     *,
     retrain: bool = False,
     progress: bool = True,
@@ -489,8 +488,7 @@ def get_bank_heads(
             os.replace(path.with_name(path.name + ".tmp.npz"), path)
             return BankArtifact.load(path), path
     logger.info("training the distilled judge's bank heads; cached at %s", path)
-    rows = load_training_pairs(data_dir, config.models, config.max_pairs_per_model)
-    art = train_bank_heads(config, bank, rows, progress=progress)
+    art = train_bank_heads(config, bank, bank.rows, progress=progress)  # the pairs the bank holds, not read again
     art.save(path)
     BUILD_COUNT += 1
     return art, path
@@ -569,7 +567,7 @@ class DistilledJudge:
                 self.bank = bank if isinstance(bank, AnswerBank) else load_bank(
                     data_dir, self.config.models, self.config.max_pairs_per_model)
             if self.bank is not None:
-                self.bank_artifact = bank_artifact or get_bank_heads(self.config, self.bank, data_dir, progress=progress)[0]
+                self.bank_artifact = bank_artifact or get_bank_heads(self.config, self.bank, progress=progress)[0]
                 if self.bank_artifact.heads.W1.shape[0] != n_heads:
                     raise ValueError(f"bank heads ({self.bank_artifact.heads.W1.shape[0]}) and global heads ({n_heads}) "
                                      "disagree; rebuild with `alpaca-farm judge train --force`")
@@ -644,7 +642,7 @@ def _distilled_members(
         if bank and config.bank:  # shared too: one bank and one set of bank heads for all members
             bank_obj = load_bank(data_dir, config.models, config.max_pairs_per_model) or False
             if bank_obj is not False:
-                bank_art = get_bank_heads(config, bank_obj, data_dir, progress=progress)[0]
+                bank_art = get_bank_heads(config, bank_obj, progress=progress)[0]
     if n_heads < 1:
         raise ValueError("the judge artifact has no bootstrap heads to pool (n_bootstrap=0)")
     k = n_heads if n_members is None else n_members
