@@ -1,13 +1,17 @@
 """Small helpers shared across the package: stable hashing, cache dirs, seeding."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
 import random
+import tempfile
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -69,9 +73,82 @@ def seed_everything(seed: int) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write through a temp file and rename, so a crash never leaves a half-written file."""
+    """Write through a temp file and rename, so a crash never leaves a half-written file.
+
+    The temp file has a unique name in the target's directory (two processes writing the same path never share
+    one), is fsynced before the rename, and is removed if anything fails. The last writer wins; wrap a
+    read-modify-write in :func:`file_lock` so that no writer's rows are lost.
+    """
+    from .errors import DataNotFoundError
+
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file path", str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DataNotFoundError(f"{path.parent}: exists and is not a directory (needed to write {path.name})") from None
+    except NotADirectoryError:
+        raise DataNotFoundError(f"{path.parent}: a parent of this path is a file, not a directory") from None
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        # mkstemp makes the file 0600; give it the mode an ordinary write would have (or keep the old file's)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, timeout: float = 600.0) -> Iterator[None]:
+    """Exclusive inter-process lock for a read-modify-write of ``path`` (an advisory lock on ``<path>.lock``).
+
+    Every writer of a shared file (the leaderboard, an annotations cache) takes it, so two runs finishing together
+    both keep their rows. Raises :class:`~alpaca_farm_env.errors.FileLockTimeout` after ``timeout`` seconds.
+    """
+    from .errors import FileLockTimeout
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    lock_path = path.with_name(path.name + ".lock")
+    deadline = time.monotonic() + timeout
+    with open(lock_path, "a+b") as f:
+        while True:
+            try:
+                _lock_fd(f.fileno())
+                break
+            except (BlockingIOError, PermissionError):
+                if time.monotonic() > deadline:
+                    raise FileLockTimeout(f"{lock_path}: still locked by another process after {timeout:.0f} s; "
+                                          "if no other alpaca-farm run is going, delete this file") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            _unlock_fd(f.fileno())
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _lock_fd(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock_fd(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _lock_fd(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock_fd(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)

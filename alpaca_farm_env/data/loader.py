@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..errors import DataFormatError, DataNotFoundError
 from ..utils import stable_hash
 
 DATA_DIR_ENV = "ALPACA_FARM_DATA_DIR"
@@ -48,23 +49,6 @@ OFFLINE_SUBSTITUTES = {
 }
 # instruction / preference / unlabeled in AlpacaFarm are 10k / 20k / 20k: keep those proportions offline.
 _PARTITION = (("sft", 1), ("preference", 2), ("unlabeled", 2))
-
-
-class DataFormatError(ValueError):
-    """A data file is malformed; the message names the file, the row (0-based) and the field."""
-
-    def __init__(self, path: Any, message: str, row: int | None = None, field: str | None = None):
-        where = f"{path}"
-        if row is not None:
-            where += f", row {row}"
-        if field is not None:
-            where += f", field {field!r}"
-        super().__init__(f"{where}: {message}")
-        self.path, self.row, self.field = path, row, field
-
-
-class DataNotFoundError(FileNotFoundError):
-    pass
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
