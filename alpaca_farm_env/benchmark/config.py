@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import ConfigError, DataNotFoundError
 from ..utils import stable_hash
 
 PRESETS = ("tiny", "paper")
@@ -53,32 +54,126 @@ class BenchmarkConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<config>") -> "BenchmarkConfig":
+        """Build a config from a preset mapping; every key, type and name is checked (:meth:`validate`)."""
         if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
+        _check_keys(data, cls, source, "")
         data = dict(data)
-        gen = data.pop("generation", None) or {}
-        gen_known = {f.name for f in dataclasses.fields(GenerationConfig)}
-        bad = sorted(set(gen) - gen_known)
-        if bad:
-            raise ValueError(f"{source}: unknown generation key(s) {bad}; known: {sorted(gen_known)}")
+        gen = data.pop("generation", None)
+        if gen is None:
+            gen = {}
+        if not isinstance(gen, dict):
+            raise ConfigError(f"{source}: 'generation' must be a mapping of {_field_names(GenerationConfig)}, "
+                              f"got {type(gen).__name__}")
+        _check_keys(gen, GenerationConfig, source, "generation.")
         methods = data.get("methods")
         if methods is not None:
-            if isinstance(methods, list):  # a plain list of method names
+            if isinstance(methods, list) and all(isinstance(m, str) for m in methods):  # a plain list of names
                 methods = {m: {} for m in methods}
             if not isinstance(methods, dict) or not all(isinstance(v, (dict, type(None))) for v in methods.values()):
-                raise ValueError(f"{source}: 'methods' must map method names to keyword arguments")
+                raise ConfigError(f"{source}: 'methods' must map method names to keyword arguments")
             data["methods"] = {k: dict(v or {}) for k, v in methods.items()}
         for key in ("policy_kwargs", "annotator_kwargs"):
             if data.get(key) is None:
                 data.pop(key, None)
         cfg = cls(**data, generation=GenerationConfig(**gen))
-        if cfg.n_eval is not None and int(cfg.n_eval) < 1:
-            raise ValueError(f"{source}: n_eval must be >= 1 (or null for all), got {cfg.n_eval}")
+        cfg.validate(source)
         return cfg
+
+    def validate(self, source: str = "<config>") -> "BenchmarkConfig":
+        """The one check of a config, run before any work: every field's type and range, and every name (methods'
+        agents, their rewards, the evaluator, the reference) resolvable. Raises :class:`ConfigError` naming the key
+        and ``source`` (the preset file, or ``--flag`` for a command-line override)."""
+        from ..agents import AGENTS
+        from ..annotators import ANNOTATORS
+        from ..data import REFERENCES
+        from ..rewards import REWARDS
+
+        def bad(key: str, msg: str) -> ConfigError:
+            return ConfigError(f"{source}: {key}: {msg}")
+
+        _check_type(self.name, str, "name", source)
+        if self.policy is not None and not isinstance(self.policy, str):
+            raise bad("policy", f"expected a policy spec string (a preset name, a folder or a hub id) or null, "
+                      f"got {self.policy!r} ({type(self.policy).__name__})")
+        for key in ("policy_kwargs", "annotator_kwargs"):
+            _check_type(getattr(self, key), dict, key, source)
+        if self.reference not in REFERENCES:
+            raise bad("reference", f"unknown reference {self.reference!r}; choose one of {sorted(REFERENCES)}")
+        if self.n_eval is not None:
+            _check_type(self.n_eval, int, "n_eval", source)
+            if self.n_eval < 1:
+                raise bad("n_eval", f"must be >= 1 (or null for all 805), got {self.n_eval}")
+        for key in ("subset_seed", "annotator_seed"):
+            _check_type(getattr(self, key), int, key, source)
+        _check_type(self.annotator, str, "annotator", source)
+        _resolve(ANNOTATORS, self.annotator, "annotator", source)
+        if self.compare_to is not None:
+            _check_type(self.compare_to, str, "compare_to", source)
+        _check_type(self.runs_root, str, "runs_root", source)
+        _check_generation(self.generation.__dict__, source, "generation.")
+        if not self.methods:
+            raise bad("methods", "no methods to run")
+        for method, kw in self.methods.items():
+            agent = kw.get("agent", method)
+            _resolve(AGENTS, agent, f"methods.{method}" + (".agent" if "agent" in kw else ""), source)
+            _check_generation({k: v for k, v in kw.items() if k in _field_names(GenerationConfig)}, source,
+                              f"methods.{method}.")
+            if "n" in kw:
+                _check_type(kw["n"], int, f"methods.{method}.n", source)
+                if kw["n"] < 1:
+                    raise bad(f"methods.{method}.n", f"must be >= 1, got {kw['n']}")
+            if isinstance(kw.get("reward"), str):
+                _resolve(REWARDS, kw["reward"], f"methods.{method}.reward", source)
+            if kw.get("reward_kwargs") is not None:
+                _check_type(kw["reward_kwargs"], dict, f"methods.{method}.reward_kwargs", source)
+        return self
+
+
+def _field_names(cls: type) -> list[str]:
+    return sorted(f.name for f in dataclasses.fields(cls))
+
+
+def _check_keys(data: dict[str, Any], cls: type, source: str, prefix: str) -> None:
+    unknown = sorted(str(k) for k in set(data) - set(_field_names(cls)))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {[prefix + k for k in unknown]}; known: "
+                          f"{[prefix + k for k in _field_names(cls)]}")
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", dict: "a mapping", bool: "true or false"}
+
+
+def _check_type(value: Any, typ: type, key: str, source: str) -> None:
+    """``int`` accepts no bool and no float (``n_eval: 8.7`` is refused, not truncated); ``float`` accepts ints."""
+    ok = isinstance(value, typ) and not (isinstance(value, bool) and typ is not bool)
+    if typ is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise ConfigError(f"{source}: {key}: expected {_TYPE_WORDS.get(typ, typ.__name__)}, got {value!r} "
+                          f"({type(value).__name__})")
+
+
+def _check_generation(gen: dict[str, Any], source: str, prefix: str) -> None:
+    limits = {  # key: (type, lowest allowed, highest allowed)
+        "max_new_tokens": (int, 1, None), "batch_size": (int, 1, None), "seed": (int, None, None),
+        "temperature": (float, 0.0, None), "top_p": (float, 0.0, 1.0),
+    }
+    for key, value in gen.items():
+        typ, lo, hi = limits[key]
+        _check_type(value, typ, prefix + key, source)
+        if (lo is not None and value < lo) or (hi is not None and value > hi) or (key == "top_p" and value <= 0):
+            rng = {"top_p": "in (0, 1]"}.get(key, f">= {lo}")
+            raise ConfigError(f"{source}: {prefix}{key}: must be {rng}, got {value!r}")
+
+
+def _resolve(registry: Any, spec: str, key: str, source: str) -> None:
+    from ..registry import UnknownSpecError
+
+    try:
+        registry.resolve(spec)
+    except UnknownSpecError as e:
+        raise ConfigError(f"{source}: {key}: {e}") from None
 
 
 def preset_path(name_or_path: str | Path) -> Path:
@@ -88,7 +183,7 @@ def preset_path(name_or_path: str | Path) -> Path:
         return Path(str(resources.files("alpaca_farm_env") / "configs" / f"{name_or_path}.yaml"))
     if p.is_file():
         return p
-    raise FileNotFoundError(f"preset {str(name_or_path)!r} is neither one of {list(PRESETS)} nor a YAML file")
+    raise DataNotFoundError(f"preset {str(name_or_path)!r} is neither one of {list(PRESETS)} nor a YAML file")
 
 
 def load_preset(name_or_path: str | Path) -> BenchmarkConfig:
@@ -98,7 +193,7 @@ def load_preset(name_or_path: str | Path) -> BenchmarkConfig:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from None
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
     return BenchmarkConfig.from_dict(data, str(path))
 
 

@@ -7,13 +7,18 @@ are returned (``missing`` / ``extra``) so callers report them; nothing is silent
 """
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..utils import atomic_write_text, digest
+from ..data.loader import parse_preference
+from ..utils import atomic_write_text, digest, file_lock
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["MatchResult", "fold_instruction", "match_outputs", "annotate_pairs", "to_alpaca_eval_layout"]
 
@@ -111,14 +116,7 @@ def annotate_pairs(
 
     ann_id = annotator_id or str(getattr(annotator, "name", type(annotator).__name__))
     keys = [_pair_key(p, ann_id, seed) for p in pairs]
-    cached: dict[str, dict[str, Any]] = {}
-    if cache_path is not None and Path(cache_path).is_file():
-        try:
-            for row in json.loads(Path(cache_path).read_text(encoding="utf-8")):
-                if isinstance(row, dict) and "key" in row:
-                    cached[row["key"]] = row
-        except json.JSONDecodeError:  # never half-written (atomic), but a user may have edited it: start over
-            cached = {}
+    cached = _read_cached_rows(cache_path) if cache_path is not None else {}
     rows: list[dict[str, Any] | None] = [cached.get(k) for k in keys]
     n_cached = sum(r is not None for r in rows)
     todo = [i for i, r in enumerate(rows) if r is None]
@@ -154,8 +152,44 @@ def annotate_pairs(
     return done, n_cached
 
 
+def _read_cached_rows(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Rows of an annotations cache by key. A cache is recomputable: an unreadable file or a malformed row is
+    reported (naming the file and row) and annotated again, never trusted and never a crash."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory; the annotations cache must be a file path", str(path))
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        logger.warning("%s: unreadable annotations cache (%s); annotating every pair again", path, e)
+        return {}
+    if not isinstance(data, list):
+        logger.warning("%s: expected a JSON list of annotation rows, got %s; annotating every pair again",
+                       path, type(data).__name__)
+        return {}
+    cached: dict[str, dict[str, Any]] = {}
+    bad = []
+    for i, row in enumerate(data):
+        try:
+            if not (isinstance(row, dict) and isinstance(row["key"], str) and isinstance(row["output_2"], str)):
+                raise TypeError
+            parse_preference(row.get("preference"), path, i)
+        except (KeyError, TypeError, ValueError):
+            bad.append(i)
+            continue
+        cached[row["key"]] = row
+    if bad:
+        logger.warning("%s: %d malformed row(s) (e.g. row %d) ignored; those pairs are annotated again",
+                       path, len(bad), bad[0])
+    return cached
+
+
 def _write_rows(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, json.dumps(rows, indent=1, ensure_ascii=False))
+    # the lock orders concurrent writers of one cache (two evaluations of one model into one directory)
+    with file_lock(path):
+        atomic_write_text(path, json.dumps(rows, indent=1, ensure_ascii=False))
 
 
 def to_alpaca_eval_layout(rows: Sequence[dict[str, Any]], generator: str) -> list[dict[str, Any]]:

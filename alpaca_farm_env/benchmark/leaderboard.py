@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..utils import atomic_write_text
+from ..errors import DataFormatError
+from ..utils import atomic_write_text, file_lock
 
 LEADERBOARD_FILE = "leaderboard.json"
 PAPER_CSV = "leaderboards/alpaca_farm_paper_precomputed_annotator_pool_v0.csv"
@@ -29,33 +30,56 @@ def leaderboard_path(runs_root: str | Path) -> Path:
     return Path(runs_root) / LEADERBOARD_FILE
 
 
+# the fields format_leaderboard reads; a row without them is malformed
+ROW_FIELDS = ("run_dir", "preset", "method", "label", "policy", "evaluator", "n", "win_rate")
+
+
 def load_leaderboard(runs_root: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``<runs_root>/leaderboard.json`` ([] when there is none). A file that is not a JSON list of rows
+    raises :class:`DataFormatError` naming it and the row: it is never treated as empty (and then overwritten)."""
     path = leaderboard_path(runs_root)
+    if path.is_dir():
+        raise DataFormatError(path, "is a directory, expected the leaderboard JSON file")
     if not path.is_file():
         return []
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e})") from None
-    return rows if isinstance(rows, list) else []
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataFormatError(path, f"invalid JSON ({e}); fix or move the file, it is not overwritten") from None
+    if not isinstance(rows, list):
+        raise DataFormatError(path, f"expected a JSON list of leaderboard rows, got {type(rows).__name__}; fix or "
+                              "move the file, it is not overwritten")
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise DataFormatError(path, f"expected an object, got {type(r).__name__}", row=i)
+        for key in ROW_FIELDS:
+            if key not in r:
+                raise DataFormatError(path, "missing field", row=i, field=key)
+        for key in ("win_rate", "standard_error", "avg_length", "win_rate_vs_baseline", "standard_error_vs_baseline"):
+            if r.get(key) is not None and (not isinstance(r[key], (int, float)) or isinstance(r[key], bool)):
+                raise DataFormatError(path, f"expected a number or null, got {r[key]!r}", row=i, field=key)
+    return rows
 
 
 def add_run(runs_root: str | Path, results: dict[str, Any]) -> Path:
-    """Upsert one row per method of ``results``, keyed by (run dir, method): a resumed run replaces its own rows."""
+    """Upsert one row per method of ``results``, keyed by (run dir, method): a resumed run replaces its own rows.
+
+    The read-modify-write holds the leaderboard's lock, so two runs finishing together both keep their rows."""
     new = {(results["run_dir"], m["method"]) for m in results["methods"]}
-    rows = [r for r in load_leaderboard(runs_root) if (r.get("run_dir"), r.get("method")) not in new]
-    for m in results["methods"]:
-        vs = m.get("vs_baseline") or {}
-        rows.append({
-            "run_dir": results["run_dir"], "preset": results["preset"], "created": results["created"],
-            "method": m["method"], "label": m["label"], "reward": m.get("reward"), "policy": results["policy"],
-            "evaluator": results["evaluator"], "reference": results["reference"], "n": m["metrics"]["n_total"],
-            "win_rate": m["metrics"]["win_rate"], "standard_error": m["metrics"]["standard_error"],
-            "avg_length": m["metrics"]["avg_length"], "baseline": vs.get("baseline"),
-            "win_rate_vs_baseline": vs.get("win_rate"), "standard_error_vs_baseline": vs.get("standard_error"),
-        })
     path = leaderboard_path(runs_root)
-    atomic_write_text(path, json.dumps(rows, indent=1))
+    with file_lock(path):
+        rows = [r for r in load_leaderboard(runs_root) if (r.get("run_dir"), r.get("method")) not in new]
+        for m in results["methods"]:
+            vs = m.get("vs_baseline") or {}
+            rows.append({
+                "run_dir": results["run_dir"], "preset": results["preset"], "created": results["created"],
+                "method": m["method"], "label": m["label"], "reward": m.get("reward"), "policy": results["policy"],
+                "evaluator": results["evaluator"], "reference": results["reference"], "n": m["metrics"]["n_total"],
+                "win_rate": m["metrics"]["win_rate"], "standard_error": m["metrics"]["standard_error"],
+                "avg_length": m["metrics"]["avg_length"], "baseline": vs.get("baseline"),
+                "win_rate_vs_baseline": vs.get("win_rate"), "standard_error_vs_baseline": vs.get("standard_error"),
+            })
+        atomic_write_text(path, json.dumps(rows, indent=1))
     return path
 
 

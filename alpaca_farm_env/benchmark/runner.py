@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import ConfigError
 from ..utils import atomic_write_text, digest, json_safe
 from .config import BenchmarkConfig, eval_subset
 from .evaluation import LazyAnnotator, annotate_pairs, fold_instruction, match_outputs, to_alpaca_eval_layout
@@ -103,19 +104,19 @@ def run_benchmark(
     from . import leaderboard, report
 
     log = log or (lambda m: print(m, file=sys.stderr))
-    if not cfg.methods:
-        raise ValueError("no methods to run")
+    cfg.validate(f"config {cfg.name!r}")  # every key, type and name, before any compute
     if cfg.policy is None:
-        raise ValueError(f"preset {cfg.name!r} needs a policy: pass --policy (e.g. the path of your SFT10k model)")
+        raise ConfigError(f"preset {cfg.name!r} needs a policy: pass --policy (e.g. the path of your SFT10k model)")
     if cfg.compare_to is not None and cfg.compare_to not in cfg.methods:
         log(f"compare_to={cfg.compare_to!r} is not among the methods run; no second baseline column")
     factories = {m: AGENTS.resolve(cfg.methods[m].get("agent", m)) for m in cfg.methods}  # unknown names fail here
     for m, kw in cfg.methods.items():  # refuse before any compute (the agent checks again)
         if "reward" in kw and reward_is_evaluator(kw["reward"], kw.get("reward_kwargs"), cfg.annotator):
-            raise ValueError(f"method {m!r} would rerank with the evaluator {cfg.annotator!r} itself; that overstates "
+            raise ConfigError(f"method {m!r} would rerank with the evaluator {cfg.annotator!r} itself; that overstates "
                              "the gain. Choose another reward (e.g. --reward length)")
 
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    leaderboard.load_leaderboard(run_dir.parent)  # a corrupt leaderboard fails now, not after all the generation
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
     rows = eval_subset(load_eval_set(cfg.reference, data_dir), cfg.n_eval, cfg.subset_seed)

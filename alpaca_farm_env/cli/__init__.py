@@ -1,5 +1,8 @@
 """``alpaca-farm`` command line. Each module in this package that defines ``add_parser(subparsers)`` adds one
-subcommand; the parser sets ``func`` to the handler, which returns an exit code."""
+subcommand; the parser sets ``func`` to the handler, which returns an exit code.
+
+Exit codes: 0 success; 2 a user error (bad flag or input, a missing, unreadable or corrupt file, an API that refuses
+the request), printed as one line naming the file, row or key; 1 a bug (with its traceback); 130 interrupted."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +10,8 @@ import importlib
 import logging
 import pkgutil
 import sys
+
+from ..errors import AlpacaFarmError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +47,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:  # user errors: one clear line, no traceback
+    except (AlpacaFarmError, OSError) as e:
+        # The package's own errors and the environment's (a path that is a file, a disk that is full) are the
+        # user's to fix: one line, exit 2. Anything else is a bug in this package and keeps its traceback (exit 1).
         if args.verbose:
             raise
-        print(f"alpaca-farm {args.command}: error: {e}", file=sys.stderr)
+        print(f"alpaca-farm {args.command}: error: {_describe(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"alpaca-farm {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
 
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and not isinstance(e, AlpacaFarmError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    return str(e)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,32 +35,38 @@ def add_parser(sub) -> None:
 
 
 def resolve_config(args):
-    from ..benchmark.config import load_preset
+    """The preset with the command-line overrides applied, validated as a whole before any work starts."""
+    from ..benchmark.config import load_preset, preset_path
 
     cfg = load_preset(args.preset)
+    flags = []
     if args.methods:
         names = [m.strip() for m in args.methods.split(",") if m.strip()]
         cfg.methods = {m: cfg.methods.get(m, {}) for m in names}
+        flags.append("--methods")
     if args.n_eval is not None:
-        if args.n_eval < 1:
-            raise ValueError("--n-eval must be >= 1")
         cfg.n_eval = args.n_eval
+        flags.append("--n-eval")
     if args.policy:
         cfg.policy = args.policy
     if args.annotator:
         cfg.annotator = args.annotator
         cfg.annotator_kwargs = {}
-    if args.max_new_tokens:
+        flags.append("--annotator")
+    if args.max_new_tokens is not None:
         cfg.generation.max_new_tokens = args.max_new_tokens
+        flags.append("--max-new-tokens")
     if args.runs_root:
         cfg.runs_root = args.runs_root
     for name, kw in cfg.methods.items():
         if args.reward and (name == "best_of_n" or "reward" in kw):
             kw["reward"] = args.reward
             kw.pop("reward_kwargs", None)
-        if args.best_of and name == "best_of_n":
+        if args.best_of is not None and name == "best_of_n":
             kw["n"] = args.best_of
-    return cfg
+    flags += ["--reward"] * bool(args.reward) + ["--n"] * (args.best_of is not None)
+    source = str(preset_path(args.preset)) + (f" with {', '.join(flags)}" if flags else "")
+    return cfg.validate(source)
 
 
 def run(args) -> int:

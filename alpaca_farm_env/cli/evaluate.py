@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..utils import json_safe
+from ..errors import ConfigError, EvaluationError
+from ..utils import digest, json_safe
 
 DEFAULT_ANNOTATOR = "pooled"
 
@@ -58,19 +59,81 @@ def _name_of(path: str, rows: list[dict[str, Any]]) -> str:
 
 def _detect_reference(pairs_out1: dict[tuple[str, str], str], data_dir) -> tuple[str, dict[str, int]]:
     """Which Davinci003 set the annotations' output_1 is: the one with most exact matches."""
-    from ..benchmark.evaluation import fold_instruction
     from ..data import REFERENCES, load_eval_set
 
     counts = {}
     for ref in REFERENCES:
-        n = 0
-        for e in load_eval_set(ref, data_dir):
-            o = pairs_out1.get((e["instruction"], e["input"]))
-            if o is None:
-                o = pairs_out1.get((fold_instruction(e["instruction"], e["input"]), ""))
-            n += o == e["reference_output"]
-        counts[ref] = n
+        counts[ref] = sum(_lookup(pairs_out1, e) == e["reference_output"] for e in load_eval_set(ref, data_dir))
     return max(counts, key=counts.get), counts
+
+
+def _lookup(by_key: dict[tuple[str, str], Any], e: dict[str, Any]) -> Any:
+    """An annotation keyed by (instruction, input) in either layout (AlpacaEval folds the input in)."""
+    from ..benchmark.evaluation import fold_instruction
+
+    got = by_key.get((e["instruction"], e["input"]))
+    return got if got is not None else by_key.get((fold_instruction(e["instruction"], e["input"]), ""))
+
+
+def _eval_index(eval_rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    from ..benchmark.evaluation import fold_instruction
+
+    index: dict[tuple[str, str], int] = {}
+    for j, e in enumerate(eval_rows):
+        index[(e["instruction"], e["input"])] = j
+        if e["input"]:
+            index.setdefault((fold_instruction(e["instruction"], e["input"]), ""), j)
+    return index
+
+
+def _select_annotations(rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]], path: str, ref: str):
+    """The rows that are evaluated: one per eval instruction, judged against the ``ref`` Davinci003 output.
+
+    Returns ``(selected [(eval index, row)], extra rows, rows whose output_1 is not the reference, duplicates
+    dropped, eval rows missing)``. A second row for an instruction with another output_2 or another judgment means
+    the file mixes models or runs: that raises, since no single win-rate describes it.
+    """
+    index = _eval_index(eval_rows)
+    first: dict[int, int] = {}
+    selected, extra, off_reference, duplicates = [], [], [], []
+    for i, r in enumerate(rows):
+        j = index.get((r["instruction"], r["input"]))
+        if j is None:
+            extra.append(r)
+            continue
+        if r["output_1"] != eval_rows[j]["reference_output"]:
+            off_reference.append(r)
+            continue
+        if j in first:
+            r0 = rows[first[j]]
+            if r0["output_2"] != r["output_2"] or r0["preference"] != r["preference"]:
+                what = "output_2" if r0["output_2"] != r["output_2"] else "preference"
+                gens = sorted({str(x.get("generator_2")) for x in (r0, r) if x.get("generator_2")})
+                raise EvaluationError(
+                    f"{path}, rows {first[j]} and {i}: the same instruction twice with a different {what}"
+                    + (f" (generator_2 {', '.join(gens)})" if len(gens) > 1 else "")
+                    + f": {r['instruction'][:60]!r}. The file mixes models or runs; evaluate one model's annotations "
+                    "per file")
+            duplicates.append(r)
+            continue
+        first[j] = i
+        selected.append((j, r))
+    missing = [e for j, e in enumerate(eval_rows) if j not in first]
+    return selected, extra, off_reference, duplicates, missing
+
+
+def _check_model_outputs(selected, eval_rows, outputs, annotations: str, model_outputs: str) -> None:
+    """--model-outputs beside --annotations must be the outputs that were judged (output_2), row for row."""
+    index = _eval_index(eval_rows)
+    by_row = {index[k]: o["output"] for o in outputs if (k := (o["instruction"], o.get("input", "") or "")) in index}
+    bad = [(j, r) for j, r in selected if by_row.get(j) != r["output_2"]]
+    if bad:
+        j, r = bad[0]
+        why = "has no output there" if j not in by_row else "has another output there"
+        raise EvaluationError(
+            f"{model_outputs} does not match {annotations}: {len(bad)} of {len(selected)} judged output_2 differ from "
+            f"the model outputs, e.g. {eval_rows[j]['instruction'][:60]!r} ({model_outputs} {why}). Pass the outputs "
+            "that were annotated, or drop --model-outputs")
 
 
 def evaluate(
@@ -83,57 +146,83 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """The ``evaluate`` command as a function: returns the JSON object it prints."""
+    """The ``evaluate`` command as a function: returns the JSON object it prints.
+
+    Only rows of the eval set, judged against the chosen Davinci003 reference, enter the win-rate, each instruction
+    once; everything else is reported (``extra``, ``n_off_reference``, ``n_duplicates``) and left out. Raises
+    :class:`EvaluationError` when nothing is left to evaluate or the inputs contradict each other.
+    """
     from ..benchmark.evaluation import annotate_pairs, match_outputs
     from ..data import load_annotations_file, load_eval_set, load_model_outputs
     from ..metrics import win_rate
 
     if not model_outputs and not annotations:
-        raise ValueError("give --model-outputs (to annotate) or --annotations (to recompute)")
+        raise ConfigError("give --model-outputs (to annotate) or --annotations (to recompute)")
     outputs = load_model_outputs(model_outputs, data_dir) if model_outputs else None
     result: dict[str, Any] = {}
     if annotations:
         if annotator is not None:
-            raise ValueError("--annotations recomputes stored judgments; --annotator would be ignored, drop one")
+            raise ConfigError("--annotations recomputes stored judgments; --annotator would be ignored, drop one")
         rows = load_annotations_file(annotations)
+        if not rows:
+            raise EvaluationError(f"{annotations}: no annotation rows, nothing to evaluate")
         out1 = {(r["instruction"], r["input"]): r["output_1"] for r in rows}
         detected, counts = _detect_reference(out1, data_dir)
         ref = reference or detected
-        if counts[ref] < len(rows):
-            _warn(f"{len(rows) - counts[ref]} of {len(rows)} annotation rows have an output_1 that differs from the "
-                  f"{ref!r} Davinci003 reference (matches: {counts})")
-        as_outputs = [{"instruction": r["instruction"], "input": r["input"], "output": r["output_2"]} for r in rows]
-        match = match_outputs(as_outputs, load_eval_set(ref, data_dir))
+        if counts[ref] == 0:
+            raise EvaluationError(
+                f"{annotations}: output_1 is the {ref!r} Davinci003 output in none of its {len(rows)} rows (exact "
+                f"matches per reference: {counts}); these are not judgments against Davinci003"
+                + ("" if reference else " or of eval-set instructions"))
+        eval_rows = load_eval_set(ref, data_dir)
+        selected, extra, off_ref, dups, missing = _select_annotations(rows, eval_rows, annotations, ref)
+        if off_ref:
+            _warn(f"{len(off_ref)} of {len(rows)} rows have an output_1 that is not the {ref!r} Davinci003 reference "
+                  f"(not evaluated; exact matches per reference: {counts})")
+        if dups:
+            _warn(f"{len(dups)} rows repeat an earlier row of the same instruction (counted once)")
+        if outputs is not None:
+            _check_model_outputs(selected, eval_rows, outputs, annotations, model_outputs)
+        rows = [r for _, r in selected]
         names = sorted({str(r.get("annotator")) for r in rows if r.get("annotator")})
         result["annotator"] = ",".join(names) if names else "stored"
-        lengths = [r["output"] for r in outputs] if outputs is not None else [r["output_2"] for r in rows]
-        metrics = win_rate([r["preference"] for r in rows], lengths)
-        annotations_path = str(Path(annotations).resolve())
         result["reference_matches"] = counts
+        result["n_off_reference"] = len(off_ref)
+        result["n_duplicates"] = len(dups)
+        annotations_path = str(Path(annotations).resolve())
     else:
         from ..annotators import make_annotator
 
         spec = annotator or DEFAULT_ANNOTATOR
         ref = reference or "alpacafarm"
-        ann = make_annotator(spec)
         match = match_outputs(outputs, load_eval_set(ref, data_dir))
+        if not match.pairs:
+            raise EvaluationError(f"{model_outputs}: none of its {len(outputs)} rows is an instruction of the {ref!r} "
+                                  "eval set; nothing to evaluate")
+        ann = make_annotator(spec)
         name = _name_of(model_outputs, outputs)
         out_dir = Path(output_dir) if output_dir else Path("alpaca_farm_eval") / name
         ann_name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(getattr(ann, "name", spec)))
-        cache = out_dir / f"annotations_{ref}_{ann_name}.json"
+        # the model's name and which outputs file: two models evaluated into one --output-dir never share a cache
+        source = digest(str(_outputs_file(model_outputs, data_dir)))[:8]
+        cache = out_dir / f"annotations_{name}-{source}_{ref}_{ann_name}.json"
         rows, n_cached = annotate_pairs(ann, match.pairs, cache_path=cache, seed=seed, progress=progress,
                                         desc=f"annotate ({ann_name})")
         result["annotator"] = str(getattr(ann, "name", spec))
         result["n_from_cache"] = n_cached
-        metrics = win_rate([r["preference"] for r in rows], [r["output_2"] for r in rows])
+        extra, missing = match.extra, match.missing
         annotations_path = str(cache.resolve())
-    if match.missing:
-        _warn(f"{len(match.missing)} eval instructions have no model output (not evaluated), e.g. "
-              f"{match.missing[0]['instruction'][:60]!r}")
-    if match.extra:
-        _warn(f"{len(match.extra)} rows are not in the {ref!r} eval set (not evaluated), e.g. "
-              f"{match.extra[0]['instruction'][:60]!r}")
+    metrics = win_rate([r["preference"] for r in rows], [r["output_2"] for r in rows])
+    if missing:
+        _warn(f"{len(missing)} eval instructions have no model output (not evaluated), e.g. "
+              f"{missing[0]['instruction'][:60]!r}")
+    if extra:
+        _warn(f"{len(extra)} rows are not in the {ref!r} eval set (not evaluated), e.g. "
+              f"{extra[0]['instruction'][:60]!r}")
     n_rows = len(rows)
+    if metrics["n_total"] == 0:
+        raise EvaluationError(f"all {n_rows} evaluated pairs are unlabeled (no parseable preference); no win-rate "
+                              f"(annotations: {annotations_path})")
     if metrics["n_total"] < n_rows:
         _warn(f"{n_rows - metrics['n_total']} of {n_rows} pairs are unlabeled and not counted in n_total")
     result = {
@@ -143,17 +232,25 @@ def evaluate(
         "annotations_path": annotations_path,
         "model_outputs_path": str(Path(model_outputs).resolve()) if model_outputs and Path(model_outputs).exists() else model_outputs,
         "n_unlabeled": n_rows - metrics["n_total"],
-        "n_missing": len(match.missing),
-        "n_extra": len(match.extra),
-        "missing": [_row_id(r) for r in match.missing],
-        "extra": [_row_id(r) for r in match.extra],
+        "n_missing": len(missing),
+        "n_extra": len(extra),
+        "missing": [_row_id(r) for r in missing],
+        "extra": [_row_id(r) for r in extra],
     }
     return result
 
 
+def _outputs_file(model_outputs: str, data_dir) -> Path:
+    path = Path(model_outputs)
+    if path.exists():
+        return path.resolve()
+    from ..data import resolve_data_dir
+
+    return Path(str(resolve_data_dir(data_dir))) / "alpaca_eval_results" / model_outputs / "model_outputs.json"
+
+
 def _row_id(r: dict[str, Any]) -> dict[str, str]:
     return {"instruction": r["instruction"], "input": r.get("input", "")}
-
 
 
 def run(args) -> int:
