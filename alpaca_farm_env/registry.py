@@ -17,11 +17,15 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
 
+from .errors import ConfigError
+
 T = TypeVar("T")
 
 
-class UnknownSpecError(KeyError):
-    """Raised for a name that is neither registered nor published through an entry point."""
+class UnknownSpecError(ConfigError, KeyError):
+    """Raised for a name that is neither registered nor published through an entry point (or a "module:attr" that
+    does not import). A :class:`ConfigError` for the CLI and ``except ValueError``; still a ``KeyError`` for callers
+    written before."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])

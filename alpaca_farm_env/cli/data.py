@@ -1,4 +1,4 @@
-"""``alpaca-farm data``: split sizes, sources and the eval set's composition."""
+"""``alpaca-farm data``: split sizes, sources and the eval set's composition; checks the eval set's references."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,9 @@ def run(args) -> int:
         return 0
     print(f"source: {info['source']}")
     ev = info["eval"]
-    print(f"eval set: {ev['n']} instructions ({ev['with_input']} with input); references: {', '.join(info['references'])}")
+    print(f"eval set: {ev['n']} instructions ({ev['with_input']} with input)")
+    # describe() raised unless every reference has these rows in this order
+    print(f"references: {', '.join(info['references'])} (checked: same {ev['n']} prompts in the same order)")
     for name, n in ev["by_dataset"].items():
         print(f"  {name:<13} {n:>4}")
     print("splits:")

@@ -34,6 +34,7 @@ REFERENCES = {
     "alpacaeval1": "alpacafarm_eval/alpaca_eval_v1_reference_text_davinci_003_alpacafarm_layout.json",
 }
 EVAL_DATASET_COUNTS = {"selfinstruct": 252, "oasst": 188, "koala": 156, "helpful_base": 129, "vicuna": 80}
+EVAL_SIZE = sum(EVAL_DATASET_COUNTS.values())  # 805
 SPLITS = ("sft", "preference", "unlabeled", "val")
 PREFERENCE_SETS = ("alpaca_gpt4_preference", "alpaca_human_preference", "alpaca_noisy_multi_preference")
 
@@ -73,14 +74,20 @@ def read_records(
 ) -> list[dict[str, Any]]:
     """Read a JSON list of objects and validate it whole; raise :class:`DataFormatError` on the first problem."""
     path = Path(path)
+    if path.is_dir():
+        raise DataNotFoundError(f"{path}: is a directory, expected a JSON file")
     if not path.is_file():
         raise DataNotFoundError(f"{path}: no such file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataFormatError(path, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise DataFormatError(path, f"not UTF-8 text: {e}") from None
+    except OSError as e:  # e.g. PermissionError: the file is there but this user cannot read it
+        raise DataNotFoundError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataFormatError(path, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     if not isinstance(data, list):
         raise DataFormatError(path, f"expected a JSON list of objects, got {type(data).__name__}")
     optional = optional or {}
@@ -119,6 +126,9 @@ def load_eval_set(reference: str = "alpacafarm", data_dir: str | os.PathLike | N
 
     Rows: ``instruction``, ``input``, ``dataset``, ``reference_output``, ``reference_generator``.
     ``reference="alpacafarm"`` (default) is the paper's reference (A); ``"alpacaeval1"`` is AlpacaEval-1's (B).
+    Raises :class:`DataFormatError` unless the set has the 805 rows (``EVAL_DATASET_COUNTS`` per dataset) and,
+    for (B), the same (instruction, input) pairs in the same order as (A): a truncated or reordered reference would
+    silently evaluate fewer or different rows.
     """
     if reference not in REFERENCES:
         raise ValueError(f"unknown reference {reference!r}; choose one of {sorted(REFERENCES)}")
@@ -129,12 +139,16 @@ def load_eval_set(reference: str = "alpacafarm", data_dir: str | os.PathLike | N
 @lru_cache(maxsize=4)
 def _eval_set_cached(reference: str, root: str | None) -> tuple[dict[str, Any], ...]:
     if root is not None:
+        path = Path(root) / REFERENCES[reference]
         rows = read_records(
-            Path(root) / REFERENCES[reference],
+            path,
             {"instruction": str, "input": str, "output": str, "dataset": str},
             optional={"generator": str},
             unique=("instruction", "input"),
         )
+        _check_eval_rows(path, rows)
+        if reference != "alpacafarm":
+            _check_same_prompts(path, rows, Path(root) / REFERENCES["alpacafarm"], _eval_set_cached("alpacafarm", root))
     else:
         rows = _hub_eval_set(reference)
     return tuple(
@@ -149,33 +163,75 @@ def _eval_set_cached(reference: str, root: str | None) -> tuple[dict[str, Any], 
     )
 
 
+def _check_eval_rows(source: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """The eval set is exactly 805 rows with ``EVAL_DATASET_COUNTS`` per dataset."""
+    if len(rows) != EVAL_SIZE:
+        raise DataFormatError(source, f"{len(rows)} rows, expected the {EVAL_SIZE} of the AlpacaFarm eval set (truncated?)")
+    counts = Counter(r["dataset"] for r in rows)
+    diff = [f"{d}: {counts.get(d, 0)} (expected {n})" for d, n in EVAL_DATASET_COUNTS.items() if counts.get(d, 0) != n]
+    diff += [f"{d}: {n} (not an eval dataset)" for d, n in counts.items() if d not in EVAL_DATASET_COUNTS]
+    if diff:
+        raise DataFormatError(source, f"rows per dataset differ from the eval set's: {'; '.join(diff)}", field="dataset")
+
+
+def _check_same_prompts(source: Any, rows: Sequence[dict], ref_source: Any, ref_rows: Sequence[dict]) -> None:
+    """Every reference holds the same (instruction, input) pairs in the same order (row i is the same prompt)."""
+    for i, (r, a) in enumerate(zip(rows, ref_rows, strict=True)):
+        for field in ("instruction", "input"):
+            if r[field] != a[field]:
+                raise DataFormatError(
+                    source, f"differs from row {i} of {ref_source} (every reference must list the same prompts in the "
+                    f"same order): {r[field][:60]!r} vs {a[field][:60]!r}", row=i, field=field,
+                )
+
+
+def _hub_repo(which: str) -> str:
+    return os.environ.get(HF_FARM_ENV if which == "farm" else HF_EVAL_ENV) or (HF_FARM if which == "farm" else HF_EVAL)
+
+
 def hub_dataset(which: str, config: str, split: str):
     """``datasets.load_dataset`` on the AlpacaFarm (``which="farm"``) or AlpacaEval (``"eval"``) hub repo.
 
     Both repos are script-based, which ``datasets`` >= 4 refuses to run; the hub keeps a parquet export of them
     under ``refs/convert/parquet`` with the same configs and splits, so fall back to it.
+
+    Raises :class:`DataNotFoundError` when the hub cannot be reached (offline, no network) or has no such dataset.
     """
     import datasets
 
-    repo = os.environ.get(HF_FARM_ENV if which == "farm" else HF_EVAL_ENV) or (HF_FARM if which == "farm" else HF_EVAL)
+    repo = _hub_repo(which)
     try:
-        return datasets.load_dataset(repo, config, split=split)
-    except RuntimeError as e:
-        if "scripts are no longer supported" not in str(e):
-            raise
-        return datasets.load_dataset(repo, config, split=split, revision="refs/convert/parquet")
+        try:
+            return datasets.load_dataset(repo, config, split=split)
+        except RuntimeError as e:
+            if "scripts are no longer supported" not in str(e):
+                raise
+            return datasets.load_dataset(repo, config, split=split, revision="refs/convert/parquet")
+    except OSError as e:
+        # datasets and huggingface_hub raise OSErrors for every network, offline and not-found failure
+        # (ConnectionError, OfflineModeIsEnabled, DatasetNotFoundError, HfHubHTTPError); anything else is a bug.
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DataNotFoundError(
+            f"no local data dir (set {DATA_DIR_ENV} or --data-dir) and the hub dataset {repo} ({config}, {split}) "
+            f"could not be loaded ({reason})"
+        ) from e
 
 
 def _hub_eval_set(reference: str) -> list[dict[str, Any]]:
     farm = hub_dataset("farm", "alpaca_farm_evaluation", "eval")
     rows = [dict(r) for r in farm]
+    _check_eval_rows(_hub_repo("farm"), rows)
     if reference == "alpacaeval1":
         # AlpacaEval folds input into instruction; same 805 rows in the same order (checked below).
         ae = hub_dataset("eval", "alpaca_eval", "eval")
-        for r, a in zip(rows, ae, strict=True):
+        if len(ae) != len(rows):
+            raise DataFormatError(_hub_repo("eval"), f"{len(ae)} rows, expected the {len(rows)} of the AlpacaFarm eval set")
+        for i, (r, a) in enumerate(zip(rows, ae)):
             joined = r["instruction"] + ("\n\n" + r["input"] if r["input"] else "")
             if joined != a["instruction"]:
-                raise DataFormatError(HF_EVAL, "instruction does not match the AlpacaFarm eval set", field="instruction")
+                raise DataFormatError(
+                    _hub_repo("eval"), "instruction does not match the AlpacaFarm eval set", row=i, field="instruction"
+                )
             r["output"], r["generator"] = a["output"], a["generator"]
     return rows
 
@@ -335,10 +391,11 @@ def load_model_outputs(path_or_model: str | os.PathLike, data_dir: str | os.Path
 
 
 def describe(data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Sizes and sources of every split, for ``alpaca-farm data``."""
+    """Sizes and sources of every split, for ``alpaca-farm data``. Loading checks every file: each reference has the
+    805 eval rows and the same prompts in the same order (else :class:`DataFormatError`)."""
     root = resolve_data_dir(data_dir)
     source = str(root) if root else f"hub: {HF_FARM}, {HF_EVAL}"
-    ev = load_eval_set("alpacafarm", root)
+    ev = {reference: load_eval_set(reference, root) for reference in REFERENCES}["alpacafarm"]  # loading checks each
     info: dict[str, Any] = {
         "source": source,
         "eval": {"n": len(ev), "with_input": sum(1 for r in ev if r["input"]), "by_dataset": dict(Counter(r["dataset"] for r in ev).most_common())},

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import data as _data
-from ..rewards import make_reward, score_with_info
+from ..rewards import check_reward, make_reward, score_with_info
 from ..utils import digest
 
 EVAL_SPLIT = "eval"
@@ -109,6 +109,8 @@ class EpisodeSource:
 
     def _init_source(self, rows: list[dict[str, Any]], *, reward: Any, reward_kwargs: dict[str, Any] | None,
                      shuffle: bool, seed: int | None) -> None:
+        # an unknown reward (or annotator) name fails here, not at the first step; the backend itself stays lazy
+        check_reward(reward, **dict(reward_kwargs or {}))
         self.rows = rows
         self.reward_spec = reward
         self.reward_kwargs = dict(reward_kwargs or {})

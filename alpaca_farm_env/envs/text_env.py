@@ -39,7 +39,8 @@ class AlpacaFarmEnv(EpisodeSource, gym.Env[dict, str]):
     ``preference``, ``annotator``, ``cost``, ``from_cache``, ...).
 
     Keyword arguments: see docs/envs.md. ``reward`` is a reward spec (registered name, ``"module:attr"``, class,
-    function or instance); string specs are built lazily on the first ``step`` and shared in the process.
+    function or instance); string specs are built lazily on the first ``step`` and shared in the process, but an
+    unknown name (reward, or ``reward_kwargs["annotator"]``) raises at construction.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}  # fps: only to satisfy the render checker

@@ -45,6 +45,16 @@ def resolve_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def _token_id(action: Any) -> int:
+    """The action as a token id. Only integers: ``int(action)`` would take 65.7, "65" or True as a token."""
+    value = action[()] if isinstance(action, np.ndarray) and action.shape == () else action  # SB3 may pass 0-d arrays
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    raise TypeError(
+        f"the action is a token id (int, numpy integer or 0-d integer array), got {type(action).__name__} {action!r}"
+    )
+
+
 class AlpacaFarmTokenEnv(EpisodeSource, gym.Env[dict, int]):
     """Token-level AlpacaFarm env (``gym.make("AlpacaFarmToken-v0", ...)``).
 
@@ -197,7 +207,7 @@ class AlpacaFarmTokenEnv(EpisodeSource, gym.Env[dict, int]):
     def step(self, action: int):
         if self._current is None or self._done:
             raise RuntimeError("call reset() before step(): the episode has ended")
-        token = int(action)
+        token = _token_id(action)
         if not 0 <= token < self.vocab_size:
             raise ValueError(f"action {token} outside Discrete({self.vocab_size})")
         self._response.append(token)

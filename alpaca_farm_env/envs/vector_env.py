@@ -124,8 +124,12 @@ class AlpacaFarmVectorEnv(EpisodeSource, VectorEnv):
     def step(self, actions: Sequence[str]):
         if self._current is None:
             raise RuntimeError("call reset() before step()")
-        if isinstance(actions, str):
-            raise TypeError("actions must be a sequence of num_envs response strings, not one string")
+        # only ordered containers: list() of a dict or a set would score its keys, in no defined order
+        if not isinstance(actions, (list, tuple, np.ndarray)):
+            raise TypeError(
+                f"actions must be a list, tuple or numpy array of {self.num_envs} response strings, "
+                f"got {type(actions).__name__}"
+            )
         responses = list(actions)
         if len(responses) != self.num_envs:
             raise ValueError(f"expected {self.num_envs} responses, got {len(responses)}")

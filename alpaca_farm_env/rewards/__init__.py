@@ -5,6 +5,7 @@ from .base import (
     FunctionReward,
     RewardBackend,
     as_trl_reward_func,
+    check_reward,
     list_rewards,
     make_reward,
     register_reward,
@@ -15,6 +16,6 @@ from . import reward_model  # noqa: F401  (registers "reward_model")
 from . import annotator_reward  # noqa: F401  (registers "annotator")
 
 __all__ = [
-    "REWARDS", "BaseReward", "FunctionReward", "RewardBackend", "as_trl_reward_func", "list_rewards", "make_reward",
-    "register_reward", "score_with_info",
+    "REWARDS", "BaseReward", "FunctionReward", "RewardBackend", "as_trl_reward_func", "check_reward", "list_rewards",
+    "make_reward", "register_reward", "score_with_info",
 ]

@@ -23,6 +23,17 @@ class AnnotatorReward(BaseReward):
         self.seed = seed
         self.use_probability = use_probability
 
+    @classmethod
+    def check_kwargs(cls, annotator: Any = "noisy_pooled", **_: Any) -> None:
+        """Resolve the annotator name without building the annotator (see ``check_reward``)."""
+        from ..annotators import ANNOTATORS
+        from ..registry import UnknownSpecError
+
+        try:
+            ANNOTATORS.resolve(annotator)
+        except UnknownSpecError as e:
+            raise UnknownSpecError(f"reward_kwargs['annotator']: {e}") from None
+
     def score_with_info(self, prompts, responses, **row):
         n = len(responses)
         if "reference_output" not in row:

@@ -78,6 +78,16 @@ def make_reward(spec: Any, **kwargs: Any) -> RewardBackend:
     return REWARDS.make(spec, **kwargs)
 
 
+def check_reward(spec: Any, **kwargs: Any) -> None:
+    """Fail now on a spec that cannot be built, without building it (a reward model or an annotator loads lazily):
+    an unknown name or ``"module:attr"`` raises :class:`~alpaca_farm_env.registry.UnknownSpecError`, and a backend
+    class may check its keyword arguments in a ``check_kwargs`` classmethod (e.g. the annotator name)."""
+    target = REWARDS.resolve(spec)
+    check = getattr(target, "check_kwargs", None) if isinstance(target, type) else None
+    if check is not None:
+        check(**kwargs)
+
+
 def list_rewards() -> list[str]:
     return REWARDS.names()
 
