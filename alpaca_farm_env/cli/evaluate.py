@@ -158,11 +158,13 @@ def evaluate(
 
     if not model_outputs and not annotations:
         raise ConfigError("give --model-outputs (to annotate) or --annotations (to recompute)")
+    if annotations and annotator is not None:
+        raise ConfigError("--annotations recomputes stored judgments; --annotator would be ignored, drop one")
+    if not annotations:
+        _check_annotator_name(annotator or DEFAULT_ANNOTATOR)  # a typo fails before any file is read
     outputs = load_model_outputs(model_outputs, data_dir) if model_outputs else None
     result: dict[str, Any] = {}
     if annotations:
-        if annotator is not None:
-            raise ConfigError("--annotations recomputes stored judgments; --annotator would be ignored, drop one")
         rows = load_annotations_file(annotations)
         if not rows:
             raise EvaluationError(f"{annotations}: no annotation rows, nothing to evaluate")
@@ -238,6 +240,16 @@ def evaluate(
         "extra": [_row_id(r) for r in extra],
     }
     return result
+
+
+def _check_annotator_name(spec: Any) -> None:
+    from ..annotators import ANNOTATORS
+    from ..registry import UnknownSpecError
+
+    try:
+        ANNOTATORS.resolve(spec)
+    except UnknownSpecError as e:
+        raise ConfigError(f"--annotator: {e}") from None
 
 
 def _outputs_file(model_outputs: str, data_dir) -> Path:
