@@ -6,23 +6,44 @@ output_1, output_2). A run killed half-way and resumed therefore finds every ans
 missing ones. A ``requests`` table records each billed request (tokens and cost) so spend can be audited.
 
 Nothing secret is stored: no API key, no base URL, no headers -- only the model name, the completion and token usage.
+
+The rows are paid API answers: an unreadable cache file is never discarded or replaced silently; it raises
+:class:`~alpaca_farm_env.errors.CorruptFileError` naming the file.
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
+from ..errors import CorruptFileError
 from ..utils import cache_dir, digest
 
-__all__ = ["AnnotationCache", "CachedAnnotation", "example_key", "default_cache_path"]
+__all__ = ["AnnotationCache", "CachedAnnotation", "example_key", "default_cache_path", "is_corrupt_database"]
 
 
 def default_cache_path() -> Path:
     return cache_dir("annotations") / "openai_annotations.sqlite"
+
+
+def is_corrupt_database(err: sqlite3.Error) -> bool:
+    """Whether an sqlite3 error says the file is not a readable database (truncated, overwritten, not SQLite):
+    SQLITE_NOTADB or SQLITE_CORRUPT. A locked, read-only or unopenable database is not corrupt."""
+    name = getattr(err, "sqlite_errorname", None)  # Python >= 3.11
+    if name is not None:
+        return name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT"))
+    return type(err) is sqlite3.DatabaseError  # both raise the bare class (others: OperationalError, ...)
+
+
+def check_not_directory(path: Path, what: str) -> None:
+    """A directory where an SQLite cache file should be: a clear error naming it (sqlite3 only says "unable to open
+    database file")."""
+    if path.is_dir():
+        raise CorruptFileError(path, f"is a directory, expected the {what} file; remove it or pass another path")
 
 
 def example_key(instruction: str, output_1: str, output_2: str) -> str:
@@ -57,18 +78,38 @@ class AnnotationCache:
     def __init__(self, path: str | Path | None = None):
         self.path = str(path if path is not None else default_cache_path())
         if self.path != ":memory:":
+            check_not_directory(Path(self.path), "SQLite annotations cache")
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=60, isolation_level=None)
-        if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
+        try:
+            with self._db():
+                if self.path != ":memory:":
+                    self._conn.execute("PRAGMA journal_mode=WAL")
+                    self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(_SCHEMA)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[None]:
+        """Hold the lock; an unreadable database file -> CorruptFileError naming it (never discarded: paid rows)."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.DatabaseError as e:
+                if not is_corrupt_database(e):
+                    raise
+                raise CorruptFileError(
+                    self.path, f"the annotations cache is not a readable SQLite database ({e}). It holds paid API "
+                    "answers, so it is left untouched: move it aside (e.g. rename it to *.corrupt) to start a new "
+                    "cache, or pass another cache path (cache_path=...)") from e
 
     def get_many(self, config_hash: str, keys: Iterable[str]) -> dict[str, CachedAnnotation]:
         keys = list(dict.fromkeys(keys))
         out: dict[str, CachedAnnotation] = {}
-        with self._lock:
+        with self._db():
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 q = ("SELECT example_key, preference, raw_completion, cost, model FROM annotations "
@@ -86,7 +127,7 @@ class AnnotationCache:
         ``cost / n_slots`` (``n_slots`` = batch size incl. padding, as alpaca_eval divides price by batch_size)."""
         now = time.time()
         per_example = cost / max(1, n_slots or len(items))
-        with self._lock:
+        with self._db():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.execute(
@@ -104,22 +145,22 @@ class AnnotationCache:
                 raise
 
     def count(self, config_hash: str | None = None) -> int:
-        with self._lock:
+        with self._db():
             if config_hash is None:
                 return self._conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
             return self._conn.execute("SELECT COUNT(*) FROM annotations WHERE config_hash=?", (config_hash,)).fetchone()[0]
 
     def total_cost(self) -> float:
-        with self._lock:
+        with self._db():
             return float(self._conn.execute("SELECT COALESCE(SUM(cost), 0) FROM requests").fetchone()[0])
 
     def n_requests(self) -> int:
-        with self._lock:
+        with self._db():
             return self._conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
 
     def delete_unlabeled(self, config_hash: str | None = None) -> int:
         """Forget unparseable answers so the next run asks again (they are kept by default: never pay twice)."""
-        with self._lock:
+        with self._db():
             if config_hash is None:
                 cur = self._conn.execute("DELETE FROM annotations WHERE preference IS NULL")
             else:

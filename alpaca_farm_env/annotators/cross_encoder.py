@@ -27,13 +27,16 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import CorruptFileError
 from ..utils import cache_dir, digest, stable_hash
 from .features import HAND_FEATURES, EmbeddingCache, encoder_path, full_prompt, hand_features, text_digest
 
@@ -126,9 +129,28 @@ def init_hand_head(prompts1, outs1, prompts2, outs2, y, l2: float) -> tuple[np.n
 def _save_atomic(obj: Any, path: Path) -> None:
     import torch
 
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+    from .distilled import write_atomic
+
+    write_atomic(path, lambda f: torch.save(obj, f))  # a kill mid-write leaves the previous checkpoint intact
+
+
+# What torch.load raises for a truncated or garbage file ("PytorchStreamReader failed reading zip archive" is a
+# RuntimeError); only caught around the load of one of this module's own files.
+_TORCH_LOAD_ERRORS = (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+def _load_torch_file(path: Path, what: str, keys: Sequence[str]) -> dict:
+    """``torch.load(path)``, a dict with ``keys``; else :class:`CorruptFileError` naming the file."""
+    import torch
+
+    try:
+        obj = torch.load(path, weights_only=False)
+    except _TORCH_LOAD_ERRORS as e:
+        raise CorruptFileError(path, f"not a readable {what} (truncated or not a torch file: {type(e).__name__}: {e})") from e
+    missing = [k for k in keys if k not in obj] if isinstance(obj, dict) else list(keys)
+    if missing:
+        raise CorruptFileError(path, f"not a {what}: no {', '.join(missing)}")
+    return obj
 
 
 def train_best(
@@ -148,7 +170,7 @@ def train_best(
     """
     import torch
 
-    from .distilled import fit_bt_head, labels, load_training_pairs
+    from .distilled import fit_bt_head, labels, load_training_pairs, move_aside, write_atomic
 
     t0 = time.time()
     out = artifact_dir(config)
@@ -160,8 +182,14 @@ def train_best(
     y = labels(rows)
     torch.manual_seed(config.seed)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    ck = None
     if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, weights_only=False)
+        try:
+            ck = _load_torch_file(ckpt_path, "training checkpoint",
+                                  ("scorer", "scale", "step", "hand_w", "opt", "losses"))
+        except CorruptFileError as e:  # a truncated checkpoint: moved aside (warning), training starts over
+            move_aside(ckpt_path, e)
+    if ck is not None:
         scorer = CrossEncoderScorer(config.max_length, ck["scorer"])
         scale, w0, step = ck["scale"], None, int(ck["step"])
         hand_w = torch.nn.Parameter(torch.as_tensor(ck["hand_w"]))
@@ -170,7 +198,7 @@ def train_best(
         scorer = CrossEncoderScorer(config.max_length)
         scale, w0 = init_hand_head(prompts, o1, prompts, o2, y, config.l2_init)
         hand_w = torch.nn.Parameter(torch.as_tensor(w0, dtype=torch.float32))
-        step, ck = 0, None
+        step = 0
     resumed_from = step
     h1 = torch.as_tensor(_hand(prompts, o1) / scale)
     h2 = torch.as_tensor(_hand(prompts, o2) / scale)
@@ -252,7 +280,7 @@ def train_best(
             "stopped_early": stopped_early, "final_loss_50": float(np.mean(losses[-50:])) if losses else None,
             "models": sorted({r["model"] for r in rows}), "train_seconds_last_run": round(time.time() - t0, 1),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    write_atomic(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode("utf-8")))
     return out
 
 
@@ -260,19 +288,22 @@ class BestJudgeModel:
     """A trained ``best`` artifact: per-output encoder scores (cached) + head ``h``'s hand weights."""
 
     def __init__(self, folder: Path, bf16: bool = False, score_cache: EmbeddingCache | None = None):
-        import torch
-
         self.folder = Path(folder)
-        ck = torch.load(self.folder / "model.pt", weights_only=False)
-        self.meta = json.loads((self.folder / "meta.json").read_text())
-        self.max_length = int(self.meta["config"]["max_length"])
+        ck = _load_torch_file(self.folder / "model.pt", "best-judge model", ("scorer", "scale", "heads"))
+        meta_path = self.folder / "meta.json"
+        try:
+            self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            self.max_length = int(self.meta["config"]["max_length"])
+            # the artifact key (config + steps actually trained) names the cached scores
+            self.key = digest({"config": self.meta["config"], "steps": self.meta["steps"],
+                               "built": self.meta["built_at"]})[:16]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptFileError(meta_path, f"not a readable best-judge meta file ({type(e).__name__}: {e})") from e
         self.scorer = CrossEncoderScorer(self.max_length, ck["scorer"])
         self.scorer.encoder.eval()
         self.scale = np.asarray(ck["scale"], np.float32)
         self.heads = np.asarray(ck["heads"], np.float32)
         self.bf16 = bf16
-        # the artifact key (config + steps actually trained) names the cached scores
-        self.key = digest({"config": self.meta["config"], "steps": self.meta["steps"], "built": self.meta["built_at"]})[:16]
         self.cache = score_cache or EmbeddingCache(cache_dir("judge", "embeddings") / "best_scores.sqlite")
         self.n_scored = 0  # texts run through the encoder (not from cache)
 
@@ -317,11 +348,17 @@ def get_best_model(config: CrossEncoderConfig | None = None, data_dir=None, *, r
     global BEST_BUILD_COUNT
     config = config or CrossEncoderConfig()
     folder = artifact_dir(config)
-    if retrain or not (folder / "model.pt").is_file():
-        if retrain:
-            for f in ("model.pt", "meta.json", "checkpoint.pt"):
-                (folder / f).unlink(missing_ok=True)
-        logger.info("training the best distilled judge; cached at %s", folder)
-        train_best(config, data_dir, progress=progress, **train_kw)
-        BEST_BUILD_COUNT += 1
+    if retrain:
+        for f in ("model.pt", "meta.json", "checkpoint.pt"):
+            (folder / f).unlink(missing_ok=True)
+    elif (folder / "model.pt").is_file():
+        try:
+            return BestJudgeModel(folder, bf16=config.bf16)
+        except CorruptFileError as e:  # a truncated model.pt or meta.json: moved aside (warning) and built again,
+            from .distilled import move_aside  # resuming from the training checkpoint when there is one
+
+            move_aside(Path(e.path), e)
+    logger.info("training the best distilled judge; cached at %s", folder)
+    train_best(config, data_dir, progress=progress, **train_kw)
+    BEST_BUILD_COUNT += 1
     return BestJudgeModel(folder, bf16=config.bf16)

@@ -20,18 +20,23 @@ head (:mod:`.cross_encoder`; hours of CPU to build with ``alpaca-farm judge trai
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
+import tempfile
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
+from ..errors import CorruptFileError
 from ..utils import cache_dir, digest, stable_hash
 from .base import Annotation, check_lengths, register_annotator
 from .answer_bank import BANK_FEATURES, AnswerBank, BankHeads, fit_bank_head
@@ -244,6 +249,81 @@ def labels(rows: Sequence[dict]) -> np.ndarray:
     return np.asarray([float(r["preference"]) - 1.0 for r in rows], dtype=np.float64)
 
 
+# ----------------------------------------------------------------------------------------------- artifact files
+# What np.load and the reads of an .npz raise for a truncated or garbage file (missing array: KeyError; bad meta JSON
+# or a pickled file: ValueError; bad CRC: BadZipFile; an empty file: EOFError). OSError (permissions, a directory) is
+# not corruption and propagates.
+_NPZ_ERRORS = (ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+@contextlib.contextmanager
+def _reading_npz(path: Path, what: str):
+    """``np.load(path)``; any error of an unreadable file (while loading or reading arrays) -> CorruptFileError."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            yield z
+    except _NPZ_ERRORS as e:
+        raise CorruptFileError(path, f"not a readable {what} (truncated or not an .npz: {type(e).__name__}: {e})") from e
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """``write(f)`` into a uniquely named temp file beside ``path``, fsync, then rename onto ``path``: a crash never
+    leaves a half-written file, and two processes building the same artifact never share a temp file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 -> an ordinary file's mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def move_aside(path: Path, err: Exception) -> Path:
+    """Rename an unreadable cache file to ``<name>.corrupt`` (replacing an older one), with a warning naming it."""
+    aside = path.with_name(path.name + ".corrupt")
+    logger.warning("%s; moved it aside to %s and rebuilding it", err, aside)
+    with contextlib.suppress(FileNotFoundError):  # another process moved it first
+        os.replace(path, aside)
+    return aside
+
+
+def _load_cached(path: Path, load: Callable[[Path], Any]) -> Any | None:
+    """``load(path)`` of a cached artifact; ``None`` when there is none or it was unreadable (then moved aside)."""
+    if not path.is_file():
+        return None
+    try:
+        return load(path)
+    except CorruptFileError as e:
+        move_aside(path, e)
+        return None
+
+
+def _load_packaged(path: Path, load: Callable[[Path], Any]) -> Any:
+    """``load(path)`` of an artifact shipped in the package: never moved or rebuilt, an unreadable one is an error."""
+    try:
+        return load(path)
+    except CorruptFileError as e:
+        detail = str(e).removeprefix(f"{path}: ")
+        raise CorruptFileError(path, f"the artifact shipped with the package is unreadable ({detail}); reinstall the "
+                                     "package (pip install --force-reinstall alpaca-farm-env, or `git checkout` the "
+                                     "file in a source checkout), or build your own with `alpaca-farm judge train "
+                                     "--force`") from e
+
+
+def _install_packaged(shipped: Path, path: Path, load: Callable[[Path], Any]) -> Any:
+    """Check the shipped artifact loads, then copy it to the cache path ``path``; returns it loaded."""
+    art = _load_packaged(shipped, load)
+    with open(shipped, "rb") as src:
+        write_atomic(path, lambda f: shutil.copyfileobj(src, f))
+    return art
+
+
 @dataclass
 class JudgeArtifact:
     scale: np.ndarray
@@ -251,20 +331,18 @@ class JudgeArtifact:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, scale=self.scale.astype(np.float32), heads=self.heads.astype(np.float32),
-                            meta=np.asarray(json.dumps(self.meta, sort_keys=True)))
-        os.replace(tmp, path)  # never a half-written artifact
+        write_atomic(Path(path), lambda f: np.savez_compressed(
+            f, scale=self.scale.astype(np.float32), heads=self.heads.astype(np.float32),
+            meta=np.asarray(json.dumps(self.meta, sort_keys=True))))
 
     @classmethod
     def load(cls, path: Path) -> "JudgeArtifact":
-        with np.load(path, allow_pickle=False) as z:
+        """Raises :class:`CorruptFileError` naming ``path`` when it is not a readable artifact of this version."""
+        with _reading_npz(path, "judge artifact") as z:
             art = cls(scale=z["scale"], heads=z["heads"], meta=json.loads(str(z["meta"])))
-        if art.heads.shape[1] != N_FEATURES or art.scale.shape[0] != N_FEATURES:
-            raise ValueError(f"{path}: artifact has {art.heads.shape[1]} features, this version computes {N_FEATURES}; "
-                             "rebuild it with `alpaca-farm judge train`")
+        if art.heads.ndim != 2 or art.heads.shape[1] != N_FEATURES or art.scale.shape != (N_FEATURES,):
+            raise CorruptFileError(path, f"judge artifact with heads of shape {art.heads.shape}, this version computes "
+                                         f"{N_FEATURES} features; rebuild it with `alpaca-farm judge train --force`")
         return art
 
 
@@ -347,13 +425,12 @@ def get_artifact(
     config = config or JudgeConfig()
     path = artifact_path(config)
     if not retrain:
-        if path.is_file():
-            return JudgeArtifact.load(path), path
+        art = _load_cached(path, JudgeArtifact.load)  # an unreadable one is moved aside (warning) and rebuilt
+        if art is not None:
+            return art, path
         shipped = packaged_artifact(config)
         if shipped is not None:
-            shutil.copyfile(shipped, path.with_name(path.name + ".tmp.npz"))
-            os.replace(path.with_name(path.name + ".tmp.npz"), path)
-            return JudgeArtifact.load(path), path
+            return _install_packaged(shipped, path, JudgeArtifact.load), path
     logger.info("training the distilled judge (%s variant); cached at %s", config.variant, path)
     art = train_artifact(config, data_dir, encoder=encoder, progress=progress)
     art.save(path)
@@ -405,15 +482,13 @@ class BankArtifact:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, meta=np.asarray(json.dumps(self.meta, sort_keys=True)), **self.heads.arrays())
-        os.replace(tmp, path)
+        write_atomic(Path(path), lambda f: np.savez_compressed(
+            f, meta=np.asarray(json.dumps(self.meta, sort_keys=True)), **self.heads.arrays()))
 
     @classmethod
     def load(cls, path: Path) -> "BankArtifact":
-        with np.load(path, allow_pickle=False) as z:
+        """Raises :class:`CorruptFileError` naming ``path`` when it is not a readable bank-heads file."""
+        with _reading_npz(path, "bank-heads artifact") as z:
             return cls(heads=BankHeads.from_arrays(z), meta=json.loads(str(z["meta"])))
 
 
@@ -480,13 +555,12 @@ def get_bank_heads(
     global BUILD_COUNT
     path = bank_artifact_path(config, bank)
     if not retrain:
-        if path.is_file():
-            return BankArtifact.load(path), path
+        art = _load_cached(path, BankArtifact.load)  # an unreadable one is moved aside (warning) and rebuilt
+        if art is not None:
+            return art, path
         shipped = PACKAGED_ARTIFACTS / path.name
         if shipped.is_file():
-            shutil.copyfile(shipped, path.with_name(path.name + ".tmp.npz"))
-            os.replace(path.with_name(path.name + ".tmp.npz"), path)
-            return BankArtifact.load(path), path
+            return _install_packaged(shipped, path, BankArtifact.load), path
     logger.info("training the distilled judge's bank heads; cached at %s", path)
     art = train_bank_heads(config, bank, bank.rows, progress=progress)  # the pairs the bank holds, not read again
     art.save(path)

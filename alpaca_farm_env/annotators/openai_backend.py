@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from tqdm.auto import tqdm
 
+from ..errors import AnnotatorError
 from ..utils import stable_hash
 from .base import Annotation, register_annotator
 from .cache import AnnotationCache, example_key
@@ -72,8 +74,31 @@ PRICE_TABLE: dict[str, tuple[float, float]] = {
 }
 
 
-class AnnotatorAPIError(RuntimeError):
-    """A non-retryable API failure (bad key, no permission, unknown model): raised at once, naming model and config."""
+class AnnotatorAPIError(AnnotatorError):
+    """A non-retryable API failure (bad key, no permission, unknown model: raised at once; an endpoint that refuses
+    connections: after the retries), naming the endpoint, model and config and saying what to check. Never holds
+    the API key. An :class:`~alpaca_farm_env.errors.AnnotatorError` (so a ``RuntimeError``): the CLI prints one line."""
+
+
+DEFAULT_ENDPOINT = "https://api.openai.com/v1"  # the openai client's default base_url
+
+
+def redact_url(url: str) -> str:
+    """The endpoint as it may be shown: scheme, host, port and path (no user:password, query or fragment)."""
+    u = urlsplit(url)
+    host = u.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if u.port is not None:
+        host += f":{u.port}"
+    return urlunsplit((u.scheme, host, u.path, "", "")) if u.scheme else url.split("?", 1)[0]
+
+
+def _could_not_connect(err: Exception) -> bool:
+    """Whether an ``openai.APIConnectionError`` means no connection was made (refused, unknown host), as opposed to
+    one dropped mid-request. The openai client raises it ``from`` the httpx ``ConnectError``."""
+    cause = err.__cause__
+    return cause is not None and any(k.__name__ == "ConnectError" for k in type(cause).__mro__)
 
 
 @dataclass
@@ -231,6 +256,10 @@ class OpenAIBackend:
         key = self.settings.api_key
         return text.replace(key, "***") if key else text
 
+    @property
+    def endpoint(self) -> str:
+        return redact_url(self.settings.base_url or DEFAULT_ENDPOINT)
+
 
 def _retry_after(response) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
@@ -351,11 +380,16 @@ class OpenAIMember:
             for i, e in enumerate(chunk)
         }
 
-    def _fatal(self, status: Any, what: str, err: Exception) -> AnnotatorAPIError:
+    def _fatal(self, status: Any, what: str, err: Exception, hint: str) -> AnnotatorAPIError:
+        """The error that stops the run (and every other request of the backend); the key is scrubbed out."""
         cfg = self.config
-        msg = (f"{what} (HTTP {status}) for model {cfg.model_name!r} of annotator {cfg.name!r} "
-               f"(config {cfg.config_path}): {getattr(err, 'message', str(err))}")
-        if cfg.model_name == cfg.original_model_name and status == 404:
+        detail = (getattr(err, "message", None) or str(err)).rstrip(".")
+        if status is None and err.__cause__ is not None:  # no HTTP answer: say why (refused, unknown host)
+            detail += f" ({err.__cause__})"
+        status_text = f" (HTTP {status})" if status is not None else ""
+        msg = (f"{what}{status_text} at {self.backend.endpoint} for model {cfg.model_name!r} of annotator "
+               f"{cfg.name!r} (config {cfg.config_path}): {detail}. {hint}")
+        if cfg.model_name == cfg.original_model_name and status in (400, 404):
             msg += (f". {cfg.model_name!r} is one of the retired AlpacaFarm models: pass "
                     f"model_overrides={{{cfg.model_name!r}: 'gpt-4o-mini'}} (or per member) or model=...")
         err = AnnotatorAPIError(self.backend.scrub(msg))
@@ -375,9 +409,11 @@ class OpenAIMember:
             messages = prompt_to_chatml(prompt) if prompt.startswith("<|im_start|>") else [{"role": "user", "content": prompt}]
         est_tokens = len(prompt) / 4 + float(kwargs.get("max_tokens") or 0)
         limiter, lock = be.limiter(cfg.model_name)
+        not_found = "Check the model name (model= / model_overrides=) and that base_url is the right server"
+        unreachable = None  # the last attempt's error when it could not even connect
         for attempt in range(s.max_retries + 1):
             await limiter.acquire(est_tokens, lock)
-            delay = None
+            delay, unreachable = None, None
             async with rt["sem"]:
                 if be.fatal_error is not None:  # another request already hit a permanent error
                     raise be.fatal_error
@@ -394,29 +430,33 @@ class OpenAIMember:
                     ct = int(getattr(u, "completion_tokens", 0) or 0) if u else 0
                     return text, pt, ct, cfg.model_name
                 except openai.AuthenticationError as e:
-                    raise self._fatal(401, "authentication failed", e) from None
+                    raise self._fatal(401, "authentication failed", e, "Check the API key (OPENAI_API_KEY or "
+                                      "api_key=...): it is missing, wrong or revoked for this endpoint") from None
                 except openai.PermissionDeniedError as e:
-                    raise self._fatal(403, "permission denied", e) from None
+                    raise self._fatal(403, "permission denied", e, "The API key has no access to this model: use "
+                                      "a key that does, or another model (model= / model_overrides=)") from None
                 except openai.NotFoundError as e:
-                    raise self._fatal(404, "model not found (or wrong base_url)", e) from None
+                    raise self._fatal(404, "model not found (or wrong base_url)", e, not_found) from None
                 except openai.RateLimitError as e:
                     code = (getattr(e, "code", None) or "") + str(getattr(e, "body", "") or "")
                     if "insufficient_quota" in code:
-                        raise self._fatal(429, "quota exhausted", e) from None
+                        raise self._fatal(429, "quota exhausted", e, "The account behind the API key has no quota "
+                                          "left: add credit or use another key") from None
                     be.stats["rate_limited"] += 1
                     ra = _retry_after(e.response)
                     delay = ra * (1 + 0.1 * self._jitter.random()) if ra is not None else None
                 except openai.BadRequestError as e:
                     body = f"{getattr(e, 'code', '')} {getattr(e, 'message', '')}".lower()
                     if "model_not_found" in body or "does not exist" in body or "unknown model" in body:
-                        raise self._fatal(400, "model not found", e) from None
+                        raise self._fatal(400, "model not found", e, not_found) from None
                     be.stats["bad_requests"] += 1
                     logger.warning("%s: request rejected (HTTP 400): %s", self.name, be.scrub(str(e))[:300])
                     return None
                 except openai.APITimeoutError:
                     be.stats["timeouts"] += 1
-                except openai.APIConnectionError:
+                except openai.APIConnectionError as e:
                     be.stats["connection_errors"] += 1
+                    unreachable = e if _could_not_connect(e) else None
                 except openai.APIStatusError as e:
                     if e.status_code < 500 and e.status_code not in (408, 409):
                         be.stats["bad_requests"] += 1
@@ -431,6 +471,9 @@ class OpenAIMember:
             be.retry_sleeps.append(delay)
             await asyncio.sleep(delay)
         be.stats["failed_requests"] += 1
+        if unreachable is not None:  # nothing answers there: every other request would fail the same way
+            raise self._fatal(None, f"cannot connect after {s.max_retries + 1} attempts", unreachable,
+                              "Check that the server is running and that base_url is right") from None
         logger.warning("%s: giving up on a request after %d attempts; its examples stay unlabeled and uncached",
                        self.name, s.max_retries + 1)
         return None
