@@ -11,7 +11,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -72,12 +72,12 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write through a temp file and rename, so a crash never leaves a half-written file.
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """``write(f)`` into a uniquely named temp file beside ``path``, fsync, then rename onto ``path``.
 
-    The temp file has a unique name in the target's directory (two processes writing the same path never share
-    one), is fsynced before the rename, and is removed if anything fails. The last writer wins; wrap a
-    read-modify-write in :func:`file_lock` so that no writer's rows are lost.
+    A crash never leaves a half-written file, two processes writing the same path never share a temp file, and the
+    temp file is removed if anything fails. The last writer wins; wrap a read-modify-write in :func:`file_lock` so
+    that no writer's rows are lost.
     """
     from .errors import DataNotFoundError
 
@@ -94,8 +94,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         # mkstemp makes the file 0600; give it the mode an ordinary write would have (or keep the old file's)
         os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -105,12 +105,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write` of UTF-8 text."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike, timeout: float = 600.0) -> Iterator[None]:
+def file_lock(path: str | os.PathLike, timeout: float = 600.0, busy: str = "") -> Iterator[None]:
     """Exclusive inter-process lock for a read-modify-write of ``path`` (an advisory lock on ``<path>.lock``).
 
     Every writer of a shared file (the leaderboard, an annotations cache) takes it, so two runs finishing together
-    both keep their rows. Raises :class:`~alpaca_farm_env.errors.FileLockTimeout` after ``timeout`` seconds.
+    both keep their rows. Raises :class:`~alpaca_farm_env.errors.FileLockTimeout` after ``timeout`` seconds, with
+    ``busy`` as the message when given. The lock dies with its process, so a killed run never leaves it held.
     """
     from .errors import FileLockTimeout
 
@@ -125,8 +131,8 @@ def file_lock(path: str | os.PathLike, timeout: float = 600.0) -> Iterator[None]
                 break
             except (BlockingIOError, PermissionError):
                 if time.monotonic() > deadline:
-                    raise FileLockTimeout(f"{lock_path}: still locked by another process after {timeout:.0f} s; "
-                                          "if no other alpaca-farm run is going, delete this file") from None
+                    raise FileLockTimeout(busy or f"{lock_path}: still locked by another process after "
+                                          f"{timeout:.0f} s") from None
                 time.sleep(0.05)
         try:
             yield

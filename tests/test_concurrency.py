@@ -103,3 +103,38 @@ def test_two_evaluations_into_one_directory(data_dir, tmp_path, trial):
             assert len(stored) == 805 and res["n_total"] == 805
             assert [r["output_2"] for r in stored] == [o["output"] for o in json.loads(f.read_text())]
     assert not list(out_dir.glob("*.tmp"))
+
+
+def test_a_second_benchmark_in_a_busy_run_dir_is_refused(tmp_path, capsys):
+    """One run at a time per run dir: while a lock holder (another benchmark) runs, a second one exits 2 at once,
+    naming the run dir, and writes nothing there."""
+    import yaml
+
+    from alpaca_farm_env.benchmark.config import load_preset
+    from alpaca_farm_env.cli import main
+    from alpaca_farm_env.utils import file_lock
+
+    cfg = load_preset("tiny").to_dict()
+    cfg.update(policy="tiny-llama", annotator="longer", n_eval=2, name="t")
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    go, held = CTX.Event(), CTX.Event()
+
+    def holder():
+        with file_lock(run_dir / "run"):
+            held.set()
+            go.wait(60)
+
+    p = CTX.Process(target=holder)
+    p.start()
+    try:
+        assert held.wait(60)
+        rc = main(["benchmark", "--preset", str(preset), "--run-dir", str(run_dir), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and str(run_dir) in err and "another benchmark is running" in err
+        assert sorted(x.name for x in run_dir.iterdir()) == ["run.lock"]
+    finally:
+        go.set()
+        p.join(60)

@@ -25,6 +25,7 @@ from alpaca_farm_env.annotators.features import EMBED_DIM, N_FEATURES, Embedding
 from alpaca_farm_env.annotators.openai_backend import AnnotatorAPIError, OpenAIPool
 from alpaca_farm_env.envs.source import clear_reward_cache
 from alpaca_farm_env.errors import AlpacaFarmError, AnnotatorError, CorruptFileError
+from alpaca_farm_env.utils import atomic_write
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_test_server import ScriptedOpenAIServer  # noqa: E402
@@ -151,7 +152,7 @@ def test_concurrent_saves_of_one_artifact_never_share_a_temp_file(tmp_path):
     assert D.JudgeArtifact.load(path).meta == {"n_pairs": 1}
     # a writer that fails half-way leaves the previous file intact and no temp file
     with pytest.raises(ZeroDivisionError):
-        D.write_atomic(path, lambda f: (f.write(b"half"), 1 / 0))
+        atomic_write(path, lambda f: (f.write(b"half"), 1 / 0))
     assert [p.name for p in tmp_path.iterdir()] == [path.name] and D.JudgeArtifact.load(path).meta == {"n_pairs": 1}
 
 

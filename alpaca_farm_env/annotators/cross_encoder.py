@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import CorruptFileError
-from ..utils import cache_dir, digest, stable_hash
+from ..utils import atomic_write, cache_dir, digest, stable_hash
 from .features import HAND_FEATURES, EmbeddingCache, encoder_path, full_prompt, hand_features, text_digest
 
 logger = logging.getLogger(__name__)
@@ -129,9 +129,8 @@ def init_hand_head(prompts1, outs1, prompts2, outs2, y, l2: float) -> tuple[np.n
 def _save_atomic(obj: Any, path: Path) -> None:
     import torch
 
-    from .distilled import write_atomic
 
-    write_atomic(path, lambda f: torch.save(obj, f))  # a kill mid-write leaves the previous checkpoint intact
+    atomic_write(path, lambda f: torch.save(obj, f))  # a kill mid-write leaves the previous checkpoint intact
 
 
 # What torch.load raises for a truncated or garbage file ("PytorchStreamReader failed reading zip archive" is a
@@ -170,7 +169,7 @@ def train_best(
     """
     import torch
 
-    from .distilled import fit_bt_head, labels, load_training_pairs, move_aside, write_atomic
+    from .distilled import fit_bt_head, labels, load_training_pairs, move_aside
 
     t0 = time.time()
     out = artifact_dir(config)
@@ -280,7 +279,7 @@ def train_best(
             "stopped_early": stopped_early, "final_loss_50": float(np.mean(losses[-50:])) if losses else None,
             "models": sorted({r["model"] for r in rows}), "train_seconds_last_run": round(time.time() - t0, 1),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_atomic(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode("utf-8")))
+    atomic_write(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode("utf-8")))
     return out
 
 

@@ -26,18 +26,17 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import CorruptFileError
-from ..utils import cache_dir, digest, stable_hash
+from ..utils import atomic_write, cache_dir, digest, stable_hash
 from .base import Annotation, check_lengths, register_annotator
 from .answer_bank import BANK_FEATURES, AnswerBank, BankHeads, fit_bank_head
 from .features import DEFAULT_MAX_TOKENS, HAND_FEATURES, N_FEATURES, MiniLMEncoder, build_features, full_prompt, hand_features
@@ -266,24 +265,6 @@ def _reading_npz(path: Path, what: str):
         raise CorruptFileError(path, f"not a readable {what} (truncated or not an .npz: {type(e).__name__}: {e})") from e
 
 
-def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """``write(f)`` into a uniquely named temp file beside ``path``, fsync, then rename onto ``path``: a crash never
-    leaves a half-written file, and two processes building the same artifact never share a temp file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 -> an ordinary file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def move_aside(path: Path, err: Exception) -> Path:
     """Rename an unreadable cache file to ``<name>.corrupt`` (replacing an older one), with a warning naming it."""
     aside = path.with_name(path.name + ".corrupt")
@@ -320,7 +301,7 @@ def _install_packaged(shipped: Path, path: Path, load: Callable[[Path], Any]) ->
     """Check the shipped artifact loads, then copy it to the cache path ``path``; returns it loaded."""
     art = _load_packaged(shipped, load)
     with open(shipped, "rb") as src:
-        write_atomic(path, lambda f: shutil.copyfileobj(src, f))
+        atomic_write(path, lambda f: shutil.copyfileobj(src, f))
     return art
 
 
@@ -331,7 +312,7 @@ class JudgeArtifact:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
-        write_atomic(Path(path), lambda f: np.savez_compressed(
+        atomic_write(Path(path), lambda f: np.savez_compressed(
             f, scale=self.scale.astype(np.float32), heads=self.heads.astype(np.float32),
             meta=np.asarray(json.dumps(self.meta, sort_keys=True))))
 
@@ -482,7 +463,7 @@ class BankArtifact:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
-        write_atomic(Path(path), lambda f: np.savez_compressed(
+        atomic_write(Path(path), lambda f: np.savez_compressed(
             f, meta=np.asarray(json.dumps(self.meta, sort_keys=True)), **self.heads.arrays()))
 
     @classmethod

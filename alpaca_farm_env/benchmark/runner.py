@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from ..utils import atomic_write_text, digest, json_safe
+from ..utils import atomic_write_text, digest, file_lock, json_safe
 from .config import BenchmarkConfig, eval_subset
 from .evaluation import LazyAnnotator, annotate_pairs, fold_instruction, match_outputs, to_alpaca_eval_layout
 
@@ -94,14 +94,9 @@ def run_benchmark(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run every method of ``cfg`` and write the run directory; returns the ``results.json`` content."""
-    from tqdm.auto import tqdm
-
     from ..agents import AGENTS
     from ..agents.best_of_n import reward_is_evaluator
-    from ..annotators import make_annotator
-    from ..data import load_eval_set
-    from ..metrics import win_rate
-    from . import leaderboard, report
+    from . import leaderboard
 
     log = log or (lambda m: print(m, file=sys.stderr))
     cfg.validate(f"config {cfg.name!r}")  # every key, type and name, before any compute
@@ -118,6 +113,22 @@ def run_benchmark(
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     leaderboard.load_leaderboard(run_dir.parent)  # a corrupt leaderboard fails now, not after all the generation
     run_dir.mkdir(parents=True, exist_ok=True)
+    # one run at a time per run dir: a second one would append the same generations to the same caches
+    with file_lock(run_dir / "run", timeout=0, busy=f"{run_dir}: another benchmark is running in this run dir; wait "
+                   "for it (a rerun then resumes from its caches) or pass another --run-dir"):
+        return _run_in(cfg, run_dir, factories, data_dir, progress, log)
+
+
+def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data_dir, progress: bool,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from ..agents import AGENTS
+    from ..annotators import make_annotator
+    from ..data import load_eval_set
+    from ..metrics import win_rate
+    from . import leaderboard, report
+
     atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
     rows = eval_subset(load_eval_set(cfg.reference, data_dir), cfg.n_eval, cfg.subset_seed)
     log(f"run dir {run_dir}: {len(rows)} eval instructions, methods {', '.join(cfg.methods)}, evaluator {cfg.annotator}")

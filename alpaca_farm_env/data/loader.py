@@ -16,7 +16,7 @@ import os
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from ..errors import DataFormatError, DataNotFoundError
 from ..utils import stable_hash
