@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -47,6 +48,15 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def accepts_kwarg(factory: Any, name: str) -> bool:
+    """Whether ``factory(name=...)`` is accepted (a parameter of that name, or ``**kwargs``); True when unknowable."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def cache_dir(*sub: str) -> Path:

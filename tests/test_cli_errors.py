@@ -148,3 +148,33 @@ def test_malformed_data_file_names_file_row_and_field(tmp_path, capsys):
     d.mkdir()
     err = _fails(capsys, ["evaluate", "--annotations", str(d)], str(d))
     assert "no such file" not in err
+
+
+def test_api_that_refuses_the_key_is_one_line(tmp_path, monkeypatch, capsys, data_dir):
+    """A 401 from an OpenAI-compatible server (a real one on 127.0.0.1) ends the CLI with exit 2 and one line naming
+    the endpoint, never the key."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from openai_test_server import ScriptedOpenAIServer
+
+    from alpaca_farm_env.data import load_eval_set
+
+    e = load_eval_set("alpacafarm", data_dir)[0]
+    f = tmp_path / "o.json"
+    f.write_text(json.dumps([{"instruction": e["instruction"], "input": e["input"], "output": "An answer."}]))
+    secret = "sk-wrong-key-0123456789"
+    monkeypatch.setenv("ALPACA_FARM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    with ScriptedOpenAIServer(api_key="sk-the-right-key") as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        err = _fails(capsys, ["evaluate", "--model-outputs", str(f), "--annotator", "alpaca_farm_greedy_gpt4",
+                              "--output-dir", str(tmp_path / "out"), "--no-progress"], "HTTP 401", srv.url)
+    assert secret not in err
+
+
+def test_no_data_dir_and_no_hub_is_one_line(monkeypatch, capsys):
+    monkeypatch.delenv("ALPACA_FARM_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("ALPACA_FARM_HF_FARM", "no-such-owner/no-such-dataset")
+    _fails(capsys, ["data"], "ALPACA_FARM_DATA_DIR", "no-such-owner/no-such-dataset")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import re
 import uuid
@@ -257,7 +258,8 @@ class OpenAIBackend:
 
     @property
     def endpoint(self) -> str:
-        return redact_url(self.settings.base_url or DEFAULT_ENDPOINT)
+        # the openai client falls back to $OPENAI_BASE_URL, so the message must name that endpoint too
+        return redact_url(self.settings.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_ENDPOINT)
 
 
 def _retry_after(response) -> float | None:

@@ -14,7 +14,6 @@ Every run's rows are also upserted into ``<runs_root>/leaderboard.json`` (see ``
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from ..utils import atomic_write_text, digest, file_lock, json_safe
+from ..utils import accepts_kwarg, atomic_write_text, digest, file_lock, json_safe
 from .config import BenchmarkConfig, eval_subset
 from .evaluation import LazyAnnotator, annotate_pairs, fold_instruction, match_outputs, to_alpaca_eval_layout
 
@@ -56,22 +55,14 @@ def default_run_dir(cfg: BenchmarkConfig) -> Path:
     return Path(cfg.runs_root) / f"{cfg.name}-{digest(key)[:10]}"
 
 
-def _accepts(factory: Any, name: str) -> bool:
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return True
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
 def _agent_kwargs(cfg: BenchmarkConfig, method: str, factory: Any) -> dict[str, Any]:
     """Generation defaults (only those the agent accepts), then the method's own settings, plus the evaluator."""
     kwargs: dict[str, Any] = {}
     for k, v in cfg.generation.__dict__.items():
-        if _accepts(factory, k):
+        if accepts_kwarg(factory, k):
             kwargs[k] = v
     kwargs.update({k: v for k, v in cfg.methods.get(method, {}).items() if k != "agent"})
-    if _accepts(factory, "evaluator"):
+    if accepts_kwarg(factory, "evaluator"):
         kwargs["evaluator"] = cfg.annotator
     return kwargs
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, EvaluationError
-from ..utils import digest, json_safe
+from ..utils import accepts_kwarg, digest, json_safe
 
 DEFAULT_ANNOTATOR = "pooled"
 
@@ -193,7 +193,7 @@ def evaluate(
         result["n_duplicates"] = len(dups)
         annotations_path = str(Path(annotations).resolve())
     else:
-        from ..annotators import make_annotator
+        from ..annotators import ANNOTATORS, make_annotator
 
         spec = annotator or DEFAULT_ANNOTATOR
         ref = reference or "alpacafarm"
@@ -201,7 +201,9 @@ def evaluate(
         if not match.pairs:
             raise EvaluationError(f"{model_outputs}: none of its {len(outputs)} rows is an instruction of the {ref!r} "
                                   "eval set; nothing to evaluate")
-        ann = make_annotator(spec)
+        # annotate_pairs shows the progress; an annotator's own bar (the OpenAI pool's) would print a second one
+        quiet = {"show_progress": False} if accepts_kwarg(ANNOTATORS.resolve(spec), "show_progress") else {}
+        ann = make_annotator(spec, **quiet)
         name = _name_of(model_outputs, outputs)
         out_dir = Path(output_dir) if output_dir else Path("alpaca_farm_eval") / name
         ann_name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(getattr(ann, "name", spec)))
