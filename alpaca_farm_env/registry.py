@@ -48,7 +48,8 @@ class Registry(Generic[T]):
         self._factories: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str, factory: Callable[..., T] | None = None, *, override: bool = False):
-        """Register ``factory`` under ``name``; usable as ``@registry.register("name")``."""
+        """Register ``factory`` under ``name``; usable as ``@registry.register("name")``. A ``"package.module:attr"``
+        string registers lazily: the module is imported on the first ``resolve``/``make`` of ``name``."""
 
         def deco(f: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories and not override and self._factories[name] is not f:
@@ -73,7 +74,10 @@ class Registry(Generic[T]):
         """Map a spec to a factory (or an instance), without calling it."""
         if isinstance(spec, str):
             if spec in self._factories:
-                return self._factories[spec]
+                target = self._factories[spec]
+                if isinstance(target, str):  # registered by path: imported on first use, then kept
+                    target = self._factories[spec] = self.resolve(target)
+                return target
             if ":" in spec:
                 module_name, _, attr = spec.partition(":")
                 try:

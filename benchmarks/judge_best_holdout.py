@@ -35,9 +35,13 @@ def main() -> None:
     from scipy.stats import spearmanr
 
     torch.set_num_threads(2)
-    from alpaca_farm_env.annotators import distilled as D
-    from alpaca_farm_env.annotators.cross_encoder import CrossEncoderConfig, get_best_model
+    from alpaca_farm_env.judge import evaluation as E
+    from alpaca_farm_env.judge.config import JudgeConfig
+    from alpaca_farm_env.judge.heads import get_artifact
+    from alpaca_farm_env.judge.judge import DistilledJudge
+    from alpaca_farm_env.judge.training_data import load_training_pairs
     from alpaca_farm_env.data import list_annotated_models, resolve_data_dir
+    from alpaca_farm_env.judge.cross_encoder import CrossEncoderConfig, get_best_model
     from alpaca_farm_env.metrics import win_rate
 
     root = resolve_data_dir(args.data_dir)
@@ -49,7 +53,7 @@ def main() -> None:
     print(f"best judge: {best.meta['steps']} steps x {cfg.batch_pairs} pairs on {len(train_models)} models "
           f"({best.meta['n_pairs']} pairs), {t_train:.0f} s this run; artifact {best.folder}", flush=True)
 
-    test = D.load_training_pairs(root, HELD_OUT)
+    test = load_training_pairs(root, HELD_OUT)
     ins, inp = [r["instruction"] for r in test], [r["input"] for r in test]
     o1, o2 = [r["output_1"] for r in test], [r["output_2"] for r in test]
     n = len(test)
@@ -62,9 +66,9 @@ def main() -> None:
     t1 = time.time()
     s_best = best.scores(ins * 2, inp * 2, o1 + o2, progress=True)
     t_score = time.time() - t1
-    fast_cfg = D.JudgeConfig(models=train_models)
-    fast_art, _ = D.get_artifact(fast_cfg, root, progress=True)
-    fast = D.DistilledJudge(config=fast_cfg, artifact=fast_art, progress=True)
+    fast_cfg = JudgeConfig(models=train_models)
+    fast_art, _ = get_artifact(fast_cfg, root, progress=True)
+    fast = DistilledJudge(config=fast_cfg, artifact=fast_art, progress=True)
     s_fast = fast.scores(ins * 2, inp * 2, o1 + o2)
     l1, l2 = np.asarray([len(x) for x in o1]), np.asarray([len(x) for x in o2])
     judges = {"best": prefs(s_best), "fast": prefs(s_fast),
@@ -74,26 +78,26 @@ def main() -> None:
 
     line = None
     if not args.skip_fast_lomo:  # fast judge's out-of-sample win-rates on the training models -> logit line
-        lomo = D.evaluate_lomo(root, fast_cfg, models=train_models, progress=True)
+        lomo = E.evaluate_lomo(root, fast_cfg, models=train_models, progress=True)
         pm = lomo["per_model"]
-        line = D._fit_line(D._logit([pm[m]["judge_win_rate"] for m in pm]), D._logit([pm[m]["gpt4_win_rate"] for m in pm]))
+        line = E._fit_line(E._logit([pm[m]["judge_win_rate"] for m in pm]), E._logit([pm[m]["gpt4_win_rate"] for m in pm]))
 
     per_model = {}
     for m in HELD_OUT:
         i = model == m
         per_model[m] = {"gpt4": win_rate(gpt4[i])["win_rate"],
                         **{k: win_rate(p[i])["win_rate"] for k, p in judges.items()},
-                        **{f"{k}_agree": D._agreement(p[i], gpt4[i])[0] for k, p in judges.items()}}
+                        **{f"{k}_agree": E._agreement(p[i], gpt4[i])[0] for k, p in judges.items()}}
         if line is not None:
-            z = line[0] * D._logit([per_model[m]["fast"]])[0] + line[1]
+            z = line[0] * E._logit([per_model[m]["fast"]])[0] + line[1]
             per_model[m]["fast_cal"] = float(100 / (1 + np.exp(-z)))
-    mid = np.isin(model, [m for m in HELD_OUT if D.MID_RANGE[0] <= per_model[m]["gpt4"] <= D.MID_RANGE[1]])
+    mid = np.isin(model, [m for m in HELD_OUT if E.MID_RANGE[0] <= per_model[m]["gpt4"] <= E.MID_RANGE[1]])
     g = np.asarray([per_model[m]["gpt4"] for m in HELD_OUT])
     summary = {}
     for k in list(judges) + (["fast_cal"] if line is not None else []):
         wr = np.asarray([per_model[m][k] for m in HELD_OUT])
         p = judges[k.replace("_cal", "")]
-        summary[k] = {"agreement": D._agreement(p, gpt4)[0], "agreement_mid": D._agreement(p[mid], gpt4[mid])[0],
+        summary[k] = {"agreement": E._agreement(p, gpt4)[0], "agreement_mid": E._agreement(p[mid], gpt4[mid])[0],
                       "mae": float(np.mean(np.abs(wr - g))), "spearman": float(spearmanr(wr, g).statistic)}
 
     print(f"\nheld-out models ({n} pairs); scoring {2 * n} outputs with the best judge took {t_score:.0f} s")

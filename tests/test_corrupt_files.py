@@ -17,14 +17,21 @@ import numpy as np
 import pytest
 
 import alpaca_farm_env  # noqa: F401  (registers the envs)
-from alpaca_farm_env.annotators import distilled as D
-from alpaca_farm_env.annotators.answer_bank import AnswerBank
 from alpaca_farm_env.annotators.cache import AnnotationCache, is_corrupt_database
-from alpaca_farm_env.annotators.distilled import DistilledJudge, JudgeConfig
-from alpaca_farm_env.annotators.features import EMBED_DIM, N_FEATURES, EmbeddingCache, MiniLMEncoder, text_digest
 from alpaca_farm_env.annotators.openai_backend import AnnotatorAPIError, OpenAIPool
 from alpaca_farm_env.envs.source import clear_reward_cache
 from alpaca_farm_env.errors import AlpacaFarmError, AnnotatorError, CorruptFileError
+from alpaca_farm_env.judge import bank_heads, features, files, heads, training_data
+from alpaca_farm_env.judge.answer_bank import AnswerBank
+from alpaca_farm_env.judge.config import JudgeConfig
+from alpaca_farm_env.judge.features import (
+    EMBED_DIM,
+    N_FEATURES,
+    EmbeddingCache,
+    MiniLMEncoder,
+    text_digest,
+)
+from alpaca_farm_env.judge.judge import DistilledJudge
 from alpaca_farm_env.utils import atomic_write
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -54,23 +61,23 @@ def aside(path: Path) -> Path:
 # ----------------------------------------------------------------------------------------------- judge artifacts
 def test_truncated_cached_judge_artifact_is_moved_aside_and_restored_from_the_package(cache, caplog):
     config = JudgeConfig()
-    shipped = D.packaged_artifact(config)
+    shipped = heads.packaged_artifact(config)
     assert shipped is not None, "the package ships the default judge artifact"
-    path = D.artifact_path(config)
+    path = heads.artifact_path(config)
     truncated = shipped.read_bytes()[: shipped.stat().st_size // 2]
     path.write_bytes(truncated)
     with pytest.raises(CorruptFileError, match="not a readable judge artifact") as ei:
-        D.JudgeArtifact.load(path)
+        heads.JudgeArtifact.load(path)
     assert ei.value.path == path and str(path) in str(ei.value)
 
     caplog.set_level(logging.WARNING)
-    builds = D.BUILD_COUNT
+    builds = files.BUILD_COUNT
     judge = DistilledJudge(bank=False)
-    assert D.BUILD_COUNT == builds  # restored from the package, not retrained
+    assert files.BUILD_COUNT == builds  # restored from the package, not retrained
     assert any("moved it aside" in m for m in warnings_naming(caplog, path))
     assert aside(path).read_bytes() == truncated
     assert path.read_bytes() == shipped.read_bytes()
-    np.testing.assert_array_equal(D.JudgeArtifact.load(path).heads, judge.artifact.heads)
+    np.testing.assert_array_equal(heads.JudgeArtifact.load(path).heads, judge.artifact.heads)
     ann = judge.compare(PAIR["instructions"], PAIR["inputs"], PAIR["outputs_1"], PAIR["outputs_2"])[0]
     assert ann.extra["scored_by"] == "global" and 0.0 < ann.probability < 0.5
     assert ann.preference == 1.0  # the empty answer loses to the real one
@@ -78,7 +85,7 @@ def test_truncated_cached_judge_artifact_is_moved_aside_and_restored_from_the_pa
 
 def test_default_env_reward_survives_a_garbage_judge_artifact(cache, caplog):
     """``gym.make("AlpacaFarm-v0")`` with its default reward (the noisy distilled pool; global head here)."""
-    path = D.artifact_path(JudgeConfig())
+    path = heads.artifact_path(JudgeConfig())
     path.write_bytes(b"\x00" * 4096)
     caplog.set_level(logging.WARNING)
     clear_reward_cache()  # reward backends are shared per process: build this one now
@@ -93,45 +100,45 @@ def test_default_env_reward_survives_a_garbage_judge_artifact(cache, caplog):
     assert not info["is_noisy_label"] and info["extra"]["scored_by"] == "global"  # scored by a judge head (example 2
     # is one the noisy pool does not replace by a coin flip at seed 0)
     assert warnings_naming(caplog, path) and aside(path).read_bytes() == b"\x00" * 4096
-    assert D.JudgeArtifact.load(path).heads.shape[1] == N_FEATURES
+    assert heads.JudgeArtifact.load(path).heads.shape[1] == N_FEATURES
 
 
 def test_truncated_bank_heads_are_moved_aside_and_retrained(cache, caplog, data_dir):
-    rows = D.load_training_pairs(data_dir, ("phi-2",), 30)
+    rows = training_data.load_training_pairs(data_dir, ("phi-2",), 30)
     bank = AnswerBank(rows)
     config = JudgeConfig(models=("phi-2",), max_pairs_per_model=30, n_bootstrap=1, bank_epochs=3)
-    first, path = D.get_bank_heads(config, bank, progress=False)
+    first, path = bank_heads.get_bank_heads(config, bank, progress=False)
     path.write_bytes(path.read_bytes()[:300])
     caplog.set_level(logging.WARNING)
-    builds = D.BUILD_COUNT
-    again, path2 = D.get_bank_heads(config, bank, progress=False)
-    assert path2 == path and D.BUILD_COUNT == builds + 1  # retrained (no packaged heads for this bank)
+    builds = files.BUILD_COUNT
+    again, path2 = bank_heads.get_bank_heads(config, bank, progress=False)
+    assert path2 == path and files.BUILD_COUNT == builds + 1  # retrained (no packaged heads for this bank)
     assert warnings_naming(caplog, path) and aside(path).stat().st_size == 300
-    reloaded = D.BankArtifact.load(path)
+    reloaded = bank_heads.BankArtifact.load(path)
     assert reloaded.meta["bank"] == bank.key
     np.testing.assert_allclose(reloaded.heads.W1, first.heads.W1, rtol=1e-5, atol=1e-6)  # seeded: the same heads
 
 
 def test_corrupt_packaged_artifact_is_an_error_naming_it(cache, tmp_path, monkeypatch):
     """The shipped file is never moved or silently replaced: the user is told to reinstall (or build their own)."""
-    shipped = D.packaged_artifact(JudgeConfig())
+    shipped = heads.packaged_artifact(JudgeConfig())
     package = tmp_path / "package_artifacts"
     package.mkdir()
     broken = package / shipped.name
     broken.write_bytes(shipped.read_bytes()[:1000])
-    monkeypatch.setattr(D, "PACKAGED_ARTIFACTS", package)  # the real code path, on a truncated copy
+    monkeypatch.setattr(files, "PACKAGED_ARTIFACTS", package)  # the real code path, on a truncated copy
     with pytest.raises(CorruptFileError) as ei:
-        D.get_artifact(JudgeConfig(), progress=False)
+        heads.get_artifact(JudgeConfig(), progress=False)
     msg = str(ei.value)
     assert isinstance(ei.value, AlpacaFarmError) and ei.value.path == broken
     assert msg.startswith(f"{broken}: the artifact shipped with the package is unreadable")
     assert "reinstall" in msg and "alpaca-farm judge train --force" in msg
-    assert broken.stat().st_size == 1000 and not D.artifact_path(JudgeConfig()).exists()
+    assert broken.stat().st_size == 1000 and not heads.artifact_path(JudgeConfig()).exists()
 
 
 def test_concurrent_saves_of_one_artifact_never_share_a_temp_file(tmp_path):
     path = tmp_path / "distilled_fast_x.npz"
-    art = D.JudgeArtifact(scale=np.ones(N_FEATURES, np.float32), heads=np.zeros((2, N_FEATURES), np.float32),
+    art = heads.JudgeArtifact(scale=np.ones(N_FEATURES, np.float32), heads=np.zeros((2, N_FEATURES), np.float32),
                           meta={"n_pairs": 1})
     errors: list[BaseException] = []
 
@@ -149,17 +156,17 @@ def test_concurrent_saves_of_one_artifact_never_share_a_temp_file(tmp_path):
         t.join()
     assert errors == []
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
-    assert D.JudgeArtifact.load(path).meta == {"n_pairs": 1}
+    assert heads.JudgeArtifact.load(path).meta == {"n_pairs": 1}
     # a writer that fails half-way leaves the previous file intact and no temp file
     with pytest.raises(ZeroDivisionError):
         atomic_write(path, lambda f: (f.write(b"half"), 1 / 0))
-    assert [p.name for p in tmp_path.iterdir()] == [path.name] and D.JudgeArtifact.load(path).meta == {"n_pairs": 1}
+    assert [p.name for p in tmp_path.iterdir()] == [path.name] and heads.JudgeArtifact.load(path).meta == {"n_pairs": 1}
 
 
 def test_truncated_best_judge_model_and_checkpoint_are_moved_aside_and_retrained(cache, caplog, data_dir):
-    from alpaca_farm_env.annotators import cross_encoder as CE
+    from alpaca_farm_env.judge import cross_encoder as CE
 
-    rows = D.load_training_pairs(data_dir, ("phi-2",), 4)
+    rows = training_data.load_training_pairs(data_dir, ("phi-2",), 4)
     cfg = CE.CrossEncoderConfig(models=("phi-2",), max_pairs_per_model=4, max_length=16, batch_pairs=4, max_steps=1,
                                 n_pool_pairs=4, n_bootstrap=1, warmup_steps=1)
     CE.get_best_model(cfg, data_dir, progress=False, rows=rows, checkpoint_every=1)
@@ -173,7 +180,7 @@ def test_truncated_best_judge_model_and_checkpoint_are_moved_aside_and_retrained
     for name in ("model.pt", "checkpoint.pt"):
         assert warnings_naming(caplog, folder / name) and aside(folder / name).stat().st_size == 2000
     assert model.meta["resumed_from_step"] == 0 and model.meta["steps"] == 1  # the checkpoint was not resumed
-    assert CE.BestJudgeModel(folder).heads.shape == (2, 1 + len(D.HAND_FEATURES))
+    assert CE.BestJudgeModel(folder).heads.shape == (2, 1 + len(features.HAND_FEATURES))
 
 
 # ----------------------------------------------------------------------------------------------- embedding cache

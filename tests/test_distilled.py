@@ -12,10 +12,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from alpaca_farm_env.annotators import distilled as D
-from alpaca_farm_env.annotators.distilled import DistilledJudge, JudgeConfig
-from alpaca_farm_env.annotators.features import N_FEATURES, MiniLMEncoder
 from alpaca_farm_env.annotators.pool import AnnotatorPool
+from alpaca_farm_env.judge import bank_heads, features, files, heads, training_data
+from alpaca_farm_env.judge.config import JudgeConfig
+from alpaca_farm_env.judge.features import N_FEATURES, MiniLMEncoder
+from alpaca_farm_env.judge.judge import DistilledJudge, NoisyPooledJudge, PooledJudge
 
 MODELS = ("falcon-40b-instruct", "gpt4", "phi-2")  # weak, strong and mid GPT-4 win-rates
 N_PAIRS = 40
@@ -28,7 +29,7 @@ def small(tmp_path_factory, data_dir):
     os.environ["ALPACA_FARM_CACHE"] = str(cache)
     try:
         config = JudgeConfig(models=MODELS, max_pairs_per_model=N_PAIRS, n_bootstrap=3)
-        rows = D.load_training_pairs(data_dir, MODELS, N_PAIRS)
+        rows = training_data.load_training_pairs(data_dir, MODELS, N_PAIRS)
         yield config, rows, cache
     finally:
         if old is None:
@@ -40,9 +41,9 @@ def small(tmp_path_factory, data_dir):
 @pytest.fixture(scope="module")
 def built(small, data_dir):
     config, rows, cache = small
-    before = D.BUILD_COUNT
-    art, path = D.get_artifact(config, data_dir, progress=False)
-    assert D.BUILD_COUNT == before + 1, "first use must train"
+    before = files.BUILD_COUNT
+    art, path = heads.get_artifact(config, data_dir, progress=False)
+    assert files.BUILD_COUNT == before + 1, "first use must train"
     return config, rows, art, path
 
 
@@ -54,13 +55,13 @@ def test_trains_then_loads_from_cache(built, data_dir):
     assert art.meta["models"] == sorted(MODELS)
     # bootstrap heads differ from the full-data head (different data subsets)
     assert not np.allclose(art.heads[0], art.heads[1])
-    mtime, count = path.stat().st_mtime_ns, D.BUILD_COUNT
-    art2, path2 = D.get_artifact(config, data_dir, progress=False)
-    assert path2 == path and path.stat().st_mtime_ns == mtime and D.BUILD_COUNT == count, "second use retrained"
+    mtime, count = path.stat().st_mtime_ns, files.BUILD_COUNT
+    art2, path2 = heads.get_artifact(config, data_dir, progress=False)
+    assert path2 == path and path.stat().st_mtime_ns == mtime and files.BUILD_COUNT == count, "second use retrained"
     np.testing.assert_array_equal(art2.heads, art.heads)
     # embeddings are cached by text digest: a fresh encoder recomputes nothing for the same texts
     enc = MiniLMEncoder(max_tokens=config.max_tokens)
-    D.pair_features(enc, rows[:5])
+    heads.pair_features(enc, rows[:5])
     assert enc.n_encoded == 0
 
 
@@ -95,8 +96,8 @@ def test_order_symmetry(built):
 
 def test_pooled_and_noisy_pooled_semantics(built, data_dir):
     config, rows, art, _ = built
-    pooled = D.PooledJudge(config=config, data_dir=data_dir)
-    noisy = D.NoisyPooledJudge(config=config, data_dir=data_dir)
+    pooled = PooledJudge(config=config, data_dir=data_dir)
+    noisy = NoisyPooledJudge(config=config, data_dir=data_dir)
     assert isinstance(pooled, AnnotatorPool) and isinstance(noisy, AnnotatorPool)
     assert pooled.p_label_flip is None and noisy.p_label_flip == 0.25
     assert len(pooled.members) == config.n_bootstrap and pooled.is_randomize_output_order
@@ -165,13 +166,13 @@ def test_cli_annotators_analyze_longer(data_dir, capsys):
 
 
 def test_packaged_artifact_is_small_and_loads():
-    path = D.packaged_artifact(JudgeConfig())
+    path = heads.packaged_artifact(JudgeConfig())
     if path is None:
         pytest.fail("no packaged artifact for the default config: run `alpaca-farm judge train` and copy it "
                     "to alpaca_farm_env/artifacts/ (see its README)")
-    total = sum(p.stat().st_size for p in D.PACKAGED_ARTIFACTS.iterdir() if p.is_file())
+    total = sum(p.stat().st_size for p in files.PACKAGED_ARTIFACTS.iterdir() if p.is_file())
     assert total < 1_000_000
-    art = D.JudgeArtifact.load(path)
+    art = heads.JudgeArtifact.load(path)
     assert art.heads.shape[1] == N_FEATURES and art.heads.shape[0] >= 2
     assert len(art.meta["models"]) >= 10 and art.meta["n_pairs"] > 10_000
 
@@ -179,23 +180,23 @@ def test_packaged_artifact_is_small_and_loads():
 def test_packaged_bank_heads_match_the_data_dirs_bank(data_dir):
     """The shipped bank heads are keyed by the bank's content: they must be the ones this data dir's bank uses
     (a change to the bank features or the data makes this fail until they are rebuilt; see artifacts/README.md)."""
-    from alpaca_farm_env.annotators.answer_bank import BANK_FEATURES
+    from alpaca_farm_env.judge.answer_bank import BANK_FEATURES
 
-    bank = D.load_bank(data_dir)
-    shipped = D.PACKAGED_ARTIFACTS / D.bank_artifact_path(JudgeConfig(), bank).name
+    bank = bank_heads.load_bank(data_dir)
+    shipped = files.PACKAGED_ARTIFACTS / bank_heads.bank_artifact_path(JudgeConfig(), bank).name
     assert shipped.is_file(), "rebuild: alpaca-farm judge train --force, then copy distilled_bank_<key>.npz"
-    art = D.BankArtifact.load(shipped)
-    assert art.meta["features"] == list(D.HAND_FEATURES) + list(BANK_FEATURES)
+    art = bank_heads.BankArtifact.load(shipped)
+    assert art.meta["features"] == list(features.HAND_FEATURES) + list(BANK_FEATURES)
     assert art.heads.W1.shape == (1 + JudgeConfig().n_bootstrap, JudgeConfig().bank_hidden, len(art.meta["features"]))
     assert art.meta["bank"] == bank.key and art.meta["n_pairs"] > 10_000
 
 
 def test_synthetic_negatives_are_deterministic_per_model_and_label_the_reference(built):
     config, rows, _, _ = built
-    syn = D.synthetic_negatives(rows, 0.5, seed=0)
-    assert syn == D.synthetic_negatives(rows, 0.5, seed=0)  # stable hashes, no global RNG
+    syn = training_data.synthetic_negatives(rows, 0.5, seed=0)
+    assert syn == training_data.synthetic_negatives(rows, 0.5, seed=0)  # stable hashes, no global RNG
     assert 0.3 * len(rows) < len(syn) < 0.7 * len(rows)
-    assert {r["synthetic"] for r in syn} == set(D.SYNTHETIC_KINDS)
+    assert {r["synthetic"] for r in syn} == set(training_data.SYNTHETIC_KINDS)
     real = {(r["model"], r["instruction"], r["input"]): r for r in rows}
     outputs_of = {}
     for r in rows:
@@ -207,7 +208,7 @@ def test_synthetic_negatives_are_deterministic_per_model_and_label_the_reference
             assert s["output_2"] in outputs_of[s["model"]]
         if s["synthetic"] == "template_echo":
             assert "### Instruction:" in s["output_2"]
-    rows2, w = D.with_synthetic(rows, config)
+    rows2, w = training_data.with_synthetic(rows, config)
     assert len(rows2) == len(rows) + len(syn) and w[: len(rows)].tolist() == [1.0] * len(rows)
     assert np.all(w[len(rows):] == config.augment_weight)
 
@@ -224,8 +225,8 @@ def test_packaged_judge_ranks_degenerate_outputs_below_the_reference(data_dir, t
     judge = DistilledJudge()
     n = len(pairs)
     rows = [dict(p, model="vicuna-7b") for p in pairs]
-    for kind in D.SYNTHETIC_KINDS:
-        bad = [D.degenerate_output(kind, r, rows[(i + 7) % n], f"test|{i}") for i, r in enumerate(rows)]
+    for kind in training_data.SYNTHETIC_KINDS:
+        bad = [training_data.degenerate_output(kind, r, rows[(i + 7) % n], f"test|{i}") for i, r in enumerate(rows)]
         ins, inp = [p["instruction"] for p in pairs], [p["input"] for p in pairs]
         vs_ref = judge.compare(ins, inp, [p["output_1"] for p in pairs], bad)
         vs_own = judge.compare(ins, inp, [p["output_2"] for p in pairs], bad)
@@ -242,11 +243,11 @@ def test_packaged_judge_ranks_degenerate_outputs_below_the_reference(data_dir, t
 # ----------------------------------------------------------------------------------------------- best variant
 def test_best_variant_trains_resumes_loads_from_cache_and_is_order_symmetric(small, data_dir):
     """The fine-tuned cross-encoder: a few steps on 12 pairs at 32 word pieces (real MiniLM, real GPT-4 labels)."""
-    from alpaca_farm_env.annotators import cross_encoder as CE
+    from alpaca_farm_env.judge import cross_encoder as CE
     from alpaca_farm_env.annotators.base import make_annotator
 
     _, _, cache = small
-    rows = D.load_training_pairs(data_dir, MODELS, 4)
+    rows = training_data.load_training_pairs(data_dir, MODELS, 4)
     cfg = CE.CrossEncoderConfig(models=MODELS, max_pairs_per_model=4, max_length=32, batch_pairs=4, max_steps=3,
                                 n_pool_pairs=8, n_bootstrap=2, warmup_steps=1)
     folder = CE.artifact_dir(cfg)
@@ -259,7 +260,7 @@ def test_best_variant_trains_resumes_loads_from_cache_and_is_order_symmetric(sma
     model = CE.get_best_model(cfg, data_dir, progress=False, rows=rows)
     assert CE.BEST_BUILD_COUNT == before + 1
     assert model.meta["resumed_from_step"] == 2 and model.meta["steps"] == 3 and model.meta["n_pairs"] == len(rows)
-    assert model.heads.shape == (1 + cfg.n_bootstrap, 1 + len(D.HAND_FEATURES))
+    assert model.heads.shape == (1 + cfg.n_bootstrap, 1 + len(features.HAND_FEATURES))
     assert not np.allclose(model.heads[1], model.heads[2])  # bootstrap members: own data subsets
     # the encoder really moved away from the packaged weights, and its projection from zero
     assert float(model.scorer.proj.weight.detach().abs().sum()) > 0
@@ -280,7 +281,7 @@ def test_best_variant_trains_resumes_loads_from_cache_and_is_order_symmetric(sma
     same = judge.compare(ins[:2], inp[:2], o1[:2], o1[:2])
     assert [a.probability for a in same] == [0.5, 0.5] and [a.preference for a in same] == [1.5, 1.5]
     # pools over the best variant: members are its bootstrap heads, noise-free pool = the member's own judgment
-    pooled = D.PooledJudge(config=cfg, data_dir=data_dir)
+    pooled = PooledJudge(config=cfg, data_dir=data_dir)
     assert len(pooled.members) == cfg.n_bootstrap and CE.BEST_BUILD_COUNT == before + 1
     anns = pooled.compare(ins, inp, o1, o2, seed=0)
     for i, a in enumerate(anns):
@@ -299,7 +300,7 @@ def _bank_rows(rows):
 def test_answer_bank_features_see_labels_but_never_excluded_ones(built):
     """Bank features read GPT-4's labels of other answers to the same instruction; an excluded model's labels (the
     held-out model in leave-one-model-out, a training pair's own model) cannot move them."""
-    from alpaca_farm_env.annotators.answer_bank import BANK_FEATURES, AnswerBank
+    from alpaca_farm_env.judge.answer_bank import BANK_FEATURES, AnswerBank
 
     _, rows, _, _ = built
     rows = _bank_rows(rows)
@@ -355,15 +356,15 @@ def test_judge_scores_bank_instructions_with_bank_heads_and_others_with_global_h
     plain = DistilledJudge(config=config, artifact=art, data_dir=data_dir, head=1, bank=False)
     assert plain.bank is None and plain.compare(ins, inp, o1, o2)[0].extra["scored_by"] == "global"
     # the bank heads were trained once (cached by config and bank content) and are reused
-    count = D.BUILD_COUNT
+    count = files.BUILD_COUNT
     again = DistilledJudge(config=config, artifact=art, data_dir=data_dir)
-    assert D.BUILD_COUNT == count
+    assert files.BUILD_COUNT == count
     np.testing.assert_array_equal(again.bank_artifact.heads.W1, judge.bank_artifact.heads.W1)
 
 
 def test_bank_heads_pool_members_differ_and_pool_uses_bank(built, data_dir):
     config, rows, _, _ = built
-    pooled = D.PooledJudge(config=config, data_dir=data_dir)
+    pooled = PooledJudge(config=config, data_dir=data_dir)
     members = list(pooled.members.values())
     heads = members[0].bank_artifact.heads
     assert len(members) == config.n_bootstrap and all(m.bank is members[0].bank for m in members)  # one shared bank

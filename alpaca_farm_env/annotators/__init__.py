@@ -12,7 +12,11 @@ from .base import (
 from . import heuristics  # noqa: F401  (registers "longer")
 from .pool import AnnotatorMember, AnnotatorPool, PoolMember
 from . import openai_backend  # noqa: F401  (registers alpaca_farm_pool, alpaca_farm_pool_noisy, alpaca_farm_greedy_gpt4, openai_pool)
-from . import distilled  # noqa: F401  (registers distilled_gpt4, pooled, noisy_pooled)
+
+# The offline distilled judge lives in alpaca_farm_env.judge, a layer above this one. It is registered by path, so
+# importing the annotators never imports the judge.
+for _name, _cls in (("distilled_gpt4", "DistilledJudge"), ("pooled", "PooledJudge"), ("noisy_pooled", "NoisyPooledJudge")):
+    register_annotator(_name, f"alpaca_farm_env.judge.judge:{_cls}")
 
 __all__ = [
     "ANNOTATORS", "Annotation", "FunctionAnnotator", "PairwiseAnnotator", "check_lengths", "list_annotators",

@@ -103,7 +103,7 @@ def analyze(annotator: Any, rows: Sequence[dict]) -> dict[str, Any]:
 
 def run_analyze(args) -> int:
     from ..annotators import make_annotator
-    from ..annotators.distilled import load_training_pairs
+    from ..judge.training_data import load_training_pairs
 
     rows = sample_pairs(load_training_pairs(args.data_dir, args.models), args.max_pairs)
     distilled = str(args.annotator) in ("distilled_gpt4", "pooled", "noisy_pooled")

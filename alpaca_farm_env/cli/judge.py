@@ -38,14 +38,14 @@ def add_parser(sub) -> None:
 
 
 def _config(args):
-    from ..annotators.distilled import JudgeConfig
+    from ..judge.config import JudgeConfig
 
     return JudgeConfig(variant="fast", models=tuple(args.models) if args.models else None,
                        max_pairs_per_model=args.max_pairs)
 
 
 def _best_config(args):
-    from ..annotators.cross_encoder import CrossEncoderConfig
+    from ..judge.cross_encoder import CrossEncoderConfig
 
     kw = {k: v for k, v in (("max_steps", args.max_steps), ("max_length", args.max_length)) if v is not None}
     return CrossEncoderConfig(models=tuple(args.models) if args.models else None, max_pairs_per_model=args.max_pairs,
@@ -53,10 +53,10 @@ def _best_config(args):
 
 
 def run_train(args) -> int:
-    from ..annotators.distilled import get_artifact
+    from ..judge.heads import get_artifact
 
     if args.variant == "best":
-        from ..annotators.cross_encoder import get_best_model
+        from ..judge.cross_encoder import get_best_model
 
         budget = None if args.minutes is None else 60 * args.minutes
         model = get_best_model(_best_config(args), args.data_dir, retrain=args.force, progress=True,
@@ -74,7 +74,7 @@ def run_train(args) -> int:
     print(f"  {m.get('n_pairs')} GPT-4-labelled pairs from {len(m.get('models', []))} models; "
           f"{art.heads.shape[0]} heads (1 full + {art.heads.shape[0] - 1} bootstrap pool members); "
           f"built {m.get('built_at')} in {m.get('train_seconds')} s")
-    from ..annotators.distilled import get_bank_heads, load_bank
+    from ..judge.bank_heads import get_bank_heads, load_bank
 
     config = _config(args)
     bank = load_bank(args.data_dir, config.models, config.max_pairs_per_model)
@@ -91,7 +91,8 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
-    from ..annotators.distilled import JudgeConfig, evaluate_lomo
+    from ..judge.config import JudgeConfig
+    from ..judge.evaluation import evaluate_lomo
 
     heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
     res = evaluate_lomo(args.data_dir, JudgeConfig(), models=args.models or None, max_pairs_per_model=args.max_pairs,

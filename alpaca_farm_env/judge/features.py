@@ -26,8 +26,8 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
+from ..annotators.cache import check_not_directory, is_corrupt_database
 from ..utils import cache_dir
-from .cache import check_not_directory, is_corrupt_database
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

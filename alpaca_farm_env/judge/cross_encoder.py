@@ -38,7 +38,17 @@ import numpy as np
 
 from ..errors import CorruptFileError
 from ..utils import atomic_write, cache_dir, digest, stable_hash
-from .features import HAND_FEATURES, EmbeddingCache, encoder_path, full_prompt, hand_features, text_digest
+from .features import (
+    HAND_FEATURES,
+    EmbeddingCache,
+    encoder_path,
+    full_prompt,
+    hand_features,
+    text_digest,
+)
+from .files import move_aside
+from .heads import feature_scale, fit_bt_head
+from .training_data import labels, load_training_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +129,6 @@ class CrossEncoderScorer:
 
 def init_hand_head(prompts1, outs1, prompts2, outs2, y, l2: float) -> tuple[np.ndarray, np.ndarray]:
     """(scale, w): the hand-feature Bradley-Terry regression that initialises the head."""
-    from .distilled import feature_scale, fit_bt_head
 
     h1, h2 = _hand(prompts1, outs1), _hand(prompts2, outs2)
     scale = feature_scale(h1, h2)
@@ -168,8 +177,6 @@ def train_best(
     stops after that many steps *without* finalising (leaves only the checkpoint: a simulated kill, for tests).
     """
     import torch
-
-    from .distilled import fit_bt_head, labels, load_training_pairs, move_aside
 
     t0 = time.time()
     out = artifact_dir(config)
@@ -354,7 +361,6 @@ def get_best_model(config: CrossEncoderConfig | None = None, data_dir=None, *, r
         try:
             return BestJudgeModel(folder, bf16=config.bf16)
         except CorruptFileError as e:  # a truncated model.pt or meta.json: moved aside (warning) and built again,
-            from .distilled import move_aside  # resuming from the training checkpoint when there is one
 
             move_aside(Path(e.path), e)
     logger.info("training the best distilled judge; cached at %s", folder)

@@ -1,0 +1,223 @@
+"""``distilled_gpt4``: the offline pairwise judge, and the ``pooled`` / ``noisy_pooled`` pools built from its heads.
+
+Model. A per-output score ``s(x, o)``, and ``P(o2 beats o1) = sigmoid(s(x,o2) - s(x,o1))``: a Bradley-Terry model, so
+swapping the outputs gives exactly ``1 - P``. On instructions the answer bank covers the bank heads score
+(bank_heads.py); elsewhere the global head (heads.py); the ``best`` variant is a fine-tuned cross-encoder
+(cross_encoder.py). The annotators are registered by path in ``alpaca_farm_env.annotators`` (so importing the
+annotator layer never loads the judge).
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ..annotators.base import Annotation, check_lengths
+from ..annotators.pool import AnnotatorPool
+from .answer_bank import AnswerBank
+from .bank_heads import BankArtifact, banked_features, get_bank_heads, load_bank
+from .config import VARIANTS, JudgeConfig
+from .cross_encoder import BestJudgeModel, CrossEncoderConfig, get_best_model
+from .features import MiniLMEncoder, build_features
+from .heads import JudgeArtifact, get_artifact
+
+
+def config_for_variant(variant: str):
+    """The default config of a judge variant: ``fast`` (frozen encoder + head) or ``best`` (fine-tuned encoder)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown judge variant {variant!r}; one of {VARIANTS}")
+    if variant == "best":
+
+        return CrossEncoderConfig()
+    return JudgeConfig(variant=variant)
+
+
+class DistilledJudge:
+    """Offline GPT-4 judge: ``compare`` (pairwise protocol) and ``annotate(rows)`` (pool-member protocol).
+
+    ``probability`` = P(output_2 better) = sigmoid(s(x, o2) - s(x, o1)); ``preference`` 2 if it is above 0.5, 1 if
+    below, 1.5 if equal (identical outputs always give exactly 0.5). ``head`` picks one of the artifact's heads
+    (0 = full data; 1.. = bootstrap members). Deterministic: ``seed`` is accepted for the protocol and ignored.
+
+    ``bank`` (fast variant): on instructions the data dir's answer bank covers (the 805 eval instructions), pairs are
+    scored by the bank heads over hand + bank features (answer_bank.py); other instructions by the global head.
+    ``bank=False`` uses the global head everywhere; an :class:`AnswerBank` instance is used as given.
+    ``bank_holdout=True`` hides each pair's own outputs from the bank (their GPT-4 label, if banked, is not read
+    back): for measuring the judge on banked pairs, as ``annotators analyze`` does.
+    """
+
+    cost_per_annotation = 0.0  # local CPU only
+
+    def __init__(
+        self,
+        variant: str = "fast",
+        *,
+        head: int = 0,
+        name: str | None = None,
+        data_dir: str | os.PathLike | None = None,
+        config: "JudgeConfig | CrossEncoderConfig | None" = None,
+        artifact: "JudgeArtifact | BestJudgeModel | None" = None,
+        encoder: MiniLMEncoder | None = None,
+        bank: "bool | AnswerBank" = True,
+        bank_artifact: BankArtifact | None = None,
+        bank_holdout: bool = False,
+        progress: bool = False,
+    ):
+
+        config = config if config is not None else config_for_variant(variant)
+        self.config = config
+        self.variant = "best" if isinstance(config, CrossEncoderConfig) else config.variant
+        self.progress = progress
+        if self.variant == "best":
+            # fine-tuned cross-encoder (judge/cross_encoder.py); built on first use, cached per machine
+            self.best = artifact if isinstance(artifact, BestJudgeModel) else get_best_model(config, data_dir, progress=progress)
+            n_heads = self.best.heads.shape[0]
+        else:
+            self.best = None
+            self.encoder = encoder or MiniLMEncoder(max_tokens=self.config.max_tokens)
+            if artifact is None:
+                artifact, _ = get_artifact(self.config, data_dir, encoder=self.encoder, progress=progress)
+            self.artifact = artifact
+            n_heads = artifact.heads.shape[0]
+        if not 0 <= head < n_heads:
+            raise ValueError(f"head {head} out of range: the artifact has {n_heads} heads")
+        self.head = head
+        self.bank_holdout = bank_holdout
+        self.bank: AnswerBank | None = None
+        self.bank_artifact: BankArtifact | None = None
+        if self.best is None:
+            self.w = artifact.heads[head] / artifact.scale
+            if bank is not False and self.config.bank:
+                self.bank = bank if isinstance(bank, AnswerBank) else load_bank(
+                    data_dir, self.config.models, self.config.max_pairs_per_model)
+            if self.bank is not None:
+                self.bank_artifact = bank_artifact or get_bank_heads(self.config, self.bank, progress=progress)[0]
+                if self.bank_artifact.heads.W1.shape[0] != n_heads:
+                    raise ValueError(f"bank heads ({self.bank_artifact.heads.W1.shape[0]}) and global heads ({n_heads}) "
+                                     "disagree; rebuild with `alpaca-farm judge train --force`")
+        self.name = name or ("distilled_gpt4" if head == 0 else f"distilled_gpt4_h{head}")
+
+    def scores(
+        self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
+        exclude_texts: Sequence[Sequence[str]] | None = None,
+    ) -> np.ndarray:
+        """Per-output scores s(x, o) (float64); ``exclude_texts[i]``: banked answers output ``i`` must not see."""
+        if self.best is not None:
+            return self.best.scores(list(instructions), [x or "" for x in inputs], list(outputs), head=self.head,
+                                    progress=self.progress)
+        instructions, outputs = list(instructions), list(outputs)
+        inputs = [x or "" for x in inputs]
+        s = np.zeros(len(outputs), np.float64)
+        banked = np.asarray([self.bank is not None and self.bank.has(i, x) for i, x in zip(instructions, inputs)], bool)
+        for idx, use_bank in ((np.flatnonzero(banked), True), (np.flatnonzero(~banked), False)):
+            if not len(idx):
+                continue
+            sub = ([instructions[k] for k in idx], [inputs[k] for k in idx], [outputs[k] for k in idx])
+            if use_bank:
+                ex = [exclude_texts[k] for k in idx] if exclude_texts is not None else None
+                s[idx] = self.bank_artifact.heads.scores(banked_features(self.bank, *sub, exclude_texts=ex), self.head)
+            else:
+                f = build_features(self.encoder, *sub, progress=self.progress)
+                s[idx] = f.astype(np.float64) @ self.w.astype(np.float64)
+        return s
+
+    def uses_bank(self, instruction: str, inp: str = "") -> bool:
+        """Whether pairs on this instruction are scored by the bank heads (else by the global head)."""
+        return self.bank is not None and self.bank.has(instruction, inp or "")
+
+    def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed: int = 0) -> list[Annotation]:
+        n = check_lengths(instructions, inputs, outputs_1, outputs_2)
+        if n == 0:
+            return []
+        ex = None
+        if self.bank_holdout:  # the same exclusion for both outputs of a pair keeps the order symmetry exact
+            ex = [(a, b) for a, b in zip(outputs_1, outputs_2)] * 2
+        s = self.scores(list(instructions) * 2, list(inputs) * 2, list(outputs_1) + list(outputs_2), exclude_texts=ex)
+        out = []
+        for i in range(n):
+            diff = 0.0 if outputs_1[i] == outputs_2[i] else float(s[n + i] - s[i])
+            p = float(1.0 / (1.0 + np.exp(-diff)))
+            pref = 2.0 if diff > 0 else (1.0 if diff < 0 else 1.5)
+            extra = {"score_1": float(s[i]), "score_2": float(s[n + i])}
+            if self.best is None:
+                extra["scored_by"] = "bank" if self.uses_bank(instructions[i], inputs[i]) else "global"
+            out.append(Annotation(preference=pref, probability=p, annotator=self.name, cost=0.0, extra=extra))
+        return out
+
+    def annotate(self, rows: list[dict]) -> list[Annotation]:
+        """Pool-member protocol: rows with instruction, input, output_1, output_2 in the presented order."""
+        return self.compare([r["instruction"] for r in rows], [r.get("input", "") or "" for r in rows],
+                            [r["output_1"] for r in rows], [r["output_2"] for r in rows])
+
+
+def _distilled_members(
+    config, n_members: int | None, data_dir, progress: bool, bank: bool = True, bank_holdout: bool = False
+) -> list[DistilledJudge]:
+
+    bank_obj, bank_art = False, None
+    if isinstance(config, CrossEncoderConfig):
+        artifact = get_best_model(config, data_dir, progress=progress)  # one encoder + score cache for all members
+        n_heads, encoder = artifact.heads.shape[0] - 1, None
+    else:
+        encoder = MiniLMEncoder(max_tokens=config.max_tokens)  # shared: one encoder in memory for all members
+        artifact, _ = get_artifact(config, data_dir, encoder=encoder, progress=progress)
+        n_heads = artifact.heads.shape[0] - 1
+        if bank and config.bank:  # shared too: one bank and one set of bank heads for all members
+            bank_obj = load_bank(data_dir, config.models, config.max_pairs_per_model) or False
+            if bank_obj is not False:
+                bank_art = get_bank_heads(config, bank_obj, progress=progress)[0]
+    if n_heads < 1:
+        raise ValueError("the judge artifact has no bootstrap heads to pool (n_bootstrap=0)")
+    k = n_heads if n_members is None else n_members
+    if not 1 <= k <= n_heads:
+        raise ValueError(f"n_members must lie in [1, {n_heads}], got {n_members}")
+    return [DistilledJudge(config=config, artifact=artifact, encoder=encoder, head=h, progress=progress,
+                           bank=bank_obj, bank_artifact=bank_art, bank_holdout=bank_holdout)
+            for h in range(1, k + 1)]
+
+
+class DistilledPool(AnnotatorPool):
+    """An :class:`~.pool.AnnotatorPool` of the judge artifact's bootstrap heads (each its own seed and data subset).
+
+    Exactly the pool semantics of :mod:`.pool` (member choice, output-order randomisation, label noise, draws,
+    dedup); the members are :class:`DistilledJudge` instances sharing one encoder and one embedding cache.
+    """
+
+    default_name = "distilled_pool"
+    default_p_label_flip: float | None = None
+
+    def __init__(
+        self,
+        *,
+        p_label_flip: float | None = -1.0,
+        variant: str = "fast",
+        n_members: int | None = None,
+        base_seed: int = 0,
+        data_dir: str | os.PathLike | None = None,
+        config: JudgeConfig | None = None,
+        name: str | None = None,
+        bank: bool = True,
+        bank_holdout: bool = False,
+        progress: bool = False,
+    ):
+        config = config if config is not None else config_for_variant(variant)
+        members = _distilled_members(config, n_members, data_dir, progress, bank=bank, bank_holdout=bank_holdout)
+        p = self.default_p_label_flip if p_label_flip == -1.0 else p_label_flip
+        super().__init__(members, name=name or self.default_name, p_label_flip=p, is_randomize_output_order=True,
+                         base_seed=base_seed)
+
+
+class PooledJudge(DistilledPool):
+    """Evaluation default: the distilled pool without label noise (AlpacaFarm evaluates with the noise-free pool)."""
+
+    default_name = "pooled"
+    default_p_label_flip = None
+
+
+class NoisyPooledJudge(DistilledPool):
+    """Training default: the same pool with p_label_flip=0.25, AlpacaFarm's training-time label noise (the noisy
+    pool of the paper; semantics and reference-code citations in :mod:`.pool` and docs/annotators.md)."""
+
+    default_name = "noisy_pooled"
+    default_p_label_flip = 0.25
