@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = [
     "AlpacaFarmError", "ConfigError", "DataFormatError", "DataNotFoundError", "CorruptFileError",
-    "EvaluationError", "AnnotatorError", "FileLockTimeout",
+    "EvaluationError", "AnnotatorError", "FileLockTimeout", "TrainingOnTestSetWarning",
 ]
 
 
@@ -58,3 +58,8 @@ class AnnotatorError(AlpacaFarmError, RuntimeError):
 
 class FileLockTimeout(AlpacaFarmError, TimeoutError):
     """Another process held a lock on a shared file for longer than the timeout."""
+
+
+class TrainingOnTestSetWarning(UserWarning):
+    """An env rewards responses on the eval split with the evaluator's kind of judge: learning from it trains on the
+    test set. Filter it (``warnings.simplefilter("ignore", TrainingOnTestSetWarning)``) when that is intended."""

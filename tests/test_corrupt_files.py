@@ -63,7 +63,7 @@ def test_truncated_cached_judge_artifact_is_moved_aside_and_restored_from_the_pa
     config = JudgeConfig()
     shipped = heads.packaged_artifact(config)
     assert shipped is not None, "the package ships the default judge artifact"
-    path = heads.artifact_path(config)
+    path = heads.artifact_path(config, heads.global_head_data(config, None))
     truncated = shipped.read_bytes()[: shipped.stat().st_size // 2]
     path.write_bytes(truncated)
     with pytest.raises(CorruptFileError, match="not a readable judge artifact") as ei:
@@ -85,7 +85,7 @@ def test_truncated_cached_judge_artifact_is_moved_aside_and_restored_from_the_pa
 
 def test_default_env_reward_survives_a_garbage_judge_artifact(cache, caplog):
     """``gym.make("AlpacaFarm-v0")`` with its default reward (the noisy distilled pool; global head here)."""
-    path = heads.artifact_path(JudgeConfig())
+    path = heads.artifact_path(JudgeConfig(), heads.global_head_data(JudgeConfig(), None))
     path.write_bytes(b"\x00" * 4096)
     caplog.set_level(logging.WARNING)
     clear_reward_cache()  # reward backends are shared per process: build this one now
@@ -107,11 +107,11 @@ def test_truncated_bank_heads_are_moved_aside_and_retrained(cache, caplog, data_
     rows = training_data.load_training_pairs(data_dir, ("phi-2",), 30)
     bank = AnswerBank(rows)
     config = JudgeConfig(models=("phi-2",), max_pairs_per_model=30, n_bootstrap=1, bank_epochs=3)
-    first, path = bank_heads.get_bank_heads(config, bank, progress=False)
+    first, path = bank_heads.get_bank_heads(config, bank, "phi2-30", progress=False)
     path.write_bytes(path.read_bytes()[:300])
     caplog.set_level(logging.WARNING)
     builds = files.BUILD_COUNT
-    again, path2 = bank_heads.get_bank_heads(config, bank, progress=False)
+    again, path2 = bank_heads.get_bank_heads(config, bank, "phi2-30", progress=False)
     assert path2 == path and files.BUILD_COUNT == builds + 1  # retrained (no packaged heads for this bank)
     assert warnings_naming(caplog, path) and aside(path).stat().st_size == 300
     reloaded = bank_heads.BankArtifact.load(path)
@@ -133,7 +133,7 @@ def test_corrupt_packaged_artifact_is_an_error_naming_it(cache, tmp_path, monkey
     assert isinstance(ei.value, AlpacaFarmError) and ei.value.path == broken
     assert msg.startswith(f"{broken}: the artifact shipped with the package is unreadable")
     assert "reinstall" in msg and "alpaca-farm judge train --force" in msg
-    assert broken.stat().st_size == 1000 and not heads.artifact_path(JudgeConfig()).exists()
+    assert broken.stat().st_size == 1000 and not heads.artifact_path(JudgeConfig(), heads.global_head_data(JudgeConfig(), None)).exists()
 
 
 def test_concurrent_saves_of_one_artifact_never_share_a_temp_file(tmp_path):

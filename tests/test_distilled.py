@@ -178,12 +178,14 @@ def test_packaged_artifact_is_small_and_loads():
 
 
 def test_packaged_bank_heads_match_the_data_dirs_bank(data_dir):
-    """The shipped bank heads are keyed by the bank's content: they must be the ones this data dir's bank uses
-    (a change to the bank features or the data makes this fail until they are rebuilt; see artifacts/README.md)."""
+    """The shipped bank heads are keyed by the data dir's annotation files: they must be the ones this data dir's bank
+    uses (a change to the bank features or the data makes this fail until they are rebuilt; see artifacts/README.md)."""
     from alpaca_farm_env.judge.answer_bank import BANK_FEATURES
 
     bank = bank_heads.load_bank(data_dir)
-    shipped = files.PACKAGED_ARTIFACTS / bank_heads.bank_artifact_path(JudgeConfig(), bank).name
+    from alpaca_farm_env.judge.config import data_fingerprint
+
+    shipped = files.PACKAGED_ARTIFACTS / bank_heads.bank_artifact_path(JudgeConfig(), data_fingerprint(data_dir)).name
     assert shipped.is_file(), "rebuild: alpaca-farm judge train --force, then copy distilled_bank_<key>.npz"
     art = bank_heads.BankArtifact.load(shipped)
     assert art.meta["features"] == list(features.HAND_FEATURES) + list(BANK_FEATURES)

@@ -3,26 +3,16 @@
 Paper Sec. 4 ("Best-of-n sampling"): n samples from the SFT policy, reranked by the surrogate reward model trained
 on simulated preferences (Table 2 uses n = 1024); alpaca_farm ``examples/best_of_n.py::run_best_of_n`` samples
 at temperature=1.0 with num_return_sequences=4 and max_new_tokens=300.
-Reranking with the evaluator itself would overstate the gain, so that is refused.
+Reranking with the evaluator's judge would overstate the gain, so that is refused (judge identities are compared, not
+names: ``rewards.annotator_reward.reward_is_evaluator``).
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..rewards.annotator_reward import reward_is_evaluator
 from .base import register_agent
 from .sft import SFTAgent, prompts_of
-
-
-def reward_is_evaluator(reward: Any, reward_kwargs: dict[str, Any] | None, evaluator: Any) -> bool:
-    """True when the reward backend would judge with the evaluator annotator (by spec or by name)."""
-    if evaluator is None:
-        return False
-    ev = str(getattr(evaluator, "name", evaluator))
-    names = {str(getattr(reward, "name", reward))}
-    if names & {"annotator", "annotator_reward"} or str(reward).endswith(":AnnotatorReward"):
-        names.add(str((reward_kwargs or {}).get("annotator", "noisy_pooled")))  # AnnotatorReward's default
-    names |= {n.split(":", 1)[1] for n in list(names) if n.startswith("annotator:")}
-    return ev in names
 
 
 @register_agent("best_of_n")

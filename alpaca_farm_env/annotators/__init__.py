@@ -6,8 +6,11 @@ from .base import (
     PairwiseAnnotator,
     check_lengths,
     list_annotators,
+    annotator_identity,
+    judgment_identity,
     make_annotator,
     register_annotator,
+    with_data_dir,
 )
 from . import heuristics  # noqa: F401  (registers "longer")
 from .pool import AnnotatorMember, AnnotatorPool, PoolMember
@@ -20,6 +23,6 @@ for _name, _cls in (("distilled_gpt4", "DistilledJudge"), ("pooled", "PooledJudg
 
 __all__ = [
     "ANNOTATORS", "Annotation", "FunctionAnnotator", "PairwiseAnnotator", "check_lengths", "list_annotators",
-    "make_annotator", "register_annotator",
+    "make_annotator", "register_annotator", "annotator_identity", "judgment_identity", "with_data_dir",
     "AnnotatorPool", "PoolMember", "AnnotatorMember",
 ]

@@ -87,3 +87,45 @@ def make_annotator(spec: Any, **kwargs: Any) -> PairwiseAnnotator:
 
 def list_annotators() -> list[str]:
     return ANNOTATORS.names()
+
+
+def annotator_identity(spec: Any, **kwargs: Any) -> str:
+    """A digest of what determines an annotator's judgments, for keying caches and run dirs: the class's
+    ``identity_for(**kwargs)`` when it has one (computed without building the annotator, e.g. the distilled judges:
+    configuration, feature spec, training data), an instance's ``identity``, else the spec and its arguments."""
+    target = ANNOTATORS.resolve(spec)
+    if not isinstance(target, type) and hasattr(target, "identity"):
+        return str(target.identity)
+    how = getattr(target, "identity_for", None)
+    if how is not None:
+        return str(how(**kwargs))
+    return _fallback_identity(spec, target, kwargs)
+
+
+def judgment_identity(spec: Any, **kwargs: Any) -> str:
+    """Like :func:`annotator_identity`, but blind to pool semantics such as label noise: ``pooled`` and
+    ``noisy_pooled`` are one judge. The evaluator guard of reranking and RL methods compares these."""
+    target = ANNOTATORS.resolve(spec)
+    if not isinstance(target, type) and hasattr(target, "judge_identity"):
+        return str(target.judge_identity)
+    how = getattr(target, "judge_identity_for", None)
+    if how is not None:
+        return str(how(**kwargs))
+    return annotator_identity(spec, **kwargs)
+
+
+def _fallback_identity(spec: Any, target: Any, kwargs: dict[str, Any]) -> str:
+    from ..utils import digest
+
+    name = spec if isinstance(spec, str) else f"{getattr(target, '__module__', '')}:{getattr(target, '__qualname__', repr(target))}"
+    return digest({"spec": name, "kwargs": kwargs})[:16]
+
+
+def with_data_dir(spec: Any, kwargs: dict[str, Any], data_dir: Any) -> dict[str, Any]:
+    """``kwargs`` plus ``data_dir`` where the annotator takes one and none was given: the data dir of an env, a
+    benchmark or ``evaluate`` reaches the annotator (the distilled judge reads its answer bank from it)."""
+    from ..utils import accepts_kwarg
+
+    if data_dir is not None and "data_dir" not in kwargs and accepts_kwarg(ANNOTATORS.resolve(spec), "data_dir"):
+        return {**kwargs, "data_dir": data_dir}
+    return dict(kwargs)

@@ -31,6 +31,8 @@ Semantics, each matching the reference implementation (tatsu-lab/alpaca_eval ``s
 
 The hash behind ``random_seeded_choice`` is :func:`alpaca_farm_env.utils.stable_hash` (md5), never ``hash()``, so the
 assignment is identical across runs and processes. ``seed`` in the keys is ``base_seed + seed`` (``compare``'s seed).
+``compare`` also takes one seed per row (``per_example_seeds``): the envs give every episode its own, so a prompt
+visited again draws its noise afresh, while a dataset annotated once with one seed keeps the reference's semantics.
 """
 from __future__ import annotations
 
@@ -151,11 +153,20 @@ class AnnotatorPool:
         self.p_label_flip = None if p_label_flip is None else float(p_label_flip)
 
     # -- main entry point --
-    def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed: int = 0) -> list[Annotation]:
+    per_example_seeds = True  # compare() accepts one seed per row
+
+    def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed: int | Sequence[int] = 0) -> list[Annotation]:
         n = check_lengths(instructions, inputs, outputs_1, outputs_2)
+        if isinstance(seed, (list, tuple)) or (hasattr(seed, "__len__") and not isinstance(seed, str)):
+            seeds = [int(s) for s in seed]
+            if len(seeds) != n:
+                raise ValueError(f"{len(seeds)} seeds for {n} pairs")
+        else:
+            seeds = [int(seed)] * n
+        # the seed is part of the row: the same pair under two seeds is two draws (deduplicated only within a seed)
         keys = [
-            (str(i), "" if x is None else str(x), str(o1), str(o2))
-            for i, x, o1, o2 in zip(instructions, inputs, outputs_1, outputs_2)
+            (str(i), "" if x is None else str(x), str(o1), str(o2), s)
+            for i, x, o1, o2, s in zip(instructions, inputs, outputs_1, outputs_2, seeds)
         ]
         unique: dict[tuple, int] = {}
         for k in keys:
@@ -164,18 +175,18 @@ class AnnotatorPool:
         to_query: dict[str, list[tuple[tuple, bool]]] = {m: [] for m in self.members}
         stats: Counter = Counter(rows=n, unique=len(unique))
         for k in unique:
-            ins, inp, o1, o2 = k
-            member = self.assign_member(ins, inp, seed)
+            ins, inp, o1, o2, sd = k
+            member = self.assign_member(ins, inp, sd)
             if o1 == o2:
                 results[k] = Annotation(preference=1.5, probability=0.5, annotator=member, extra={"is_same_outputs": True})
                 stats["same_outputs"] += 1
                 continue
-            noisy = self.noisy_label(ins, inp, seed)
+            noisy = self.noisy_label(ins, inp, sd)
             if noisy is not None:
                 results[k] = Annotation(preference=noisy, probability=noisy - 1.0, annotator=member, is_noisy_label=True)
                 stats["noisy"] += 1
                 continue
-            to_query[member].append((k, self.is_switched(ins, inp, seed)))
+            to_query[member].append((k, self.is_switched(ins, inp, sd)))
 
         jobs = {m: items for m, items in to_query.items() if items}
         answers = self._run_members(jobs)
@@ -209,7 +220,7 @@ class AnnotatorPool:
 
     def _rows(self, items: list[tuple[tuple, bool]]) -> list[dict]:
         rows = []
-        for (ins, inp, o1, o2), switched in items:
+        for (ins, inp, o1, o2, _), switched in items:
             if switched:
                 o1, o2 = o2, o1
             rows.append({"instruction": ins, "input": inp, "output_1": o1, "output_2": o2})

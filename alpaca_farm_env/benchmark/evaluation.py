@@ -106,7 +106,9 @@ def annotate_pairs(
     desc: str = "annotate",
 ) -> tuple[list[dict[str, Any]], int]:
     """Annotate each pair (``output_1`` vs ``output_2``) with ``annotator.compare``; return the annotation rows (the
-    pair's fields plus ``annotator, preference, probability, raw_completion, key``) and how many came from the cache.
+    pair's fields plus ``annotator, preference, probability, raw_completion, key``, and ``bank_hidden`` where the
+    judge hid a banked answer from its bank) and how many came from the cache. ``annotator_id`` should be the
+    annotator's identity (``annotators.annotator_identity``): it keys the cache, so another judge never reuses these.
 
     With ``cache_path`` the rows are written after every chunk (atomic rename), and rows already there with the same
     key (annotator id, seed, instruction, input, both outputs) are reused, so a killed run resumes where it stopped.
@@ -142,6 +144,8 @@ def annotate_pairs(
                 "raw_completion": a.raw_completion,
                 "key": keys[i],
             }
+            if a.extra.get("bank_hidden"):  # the output was a banked GPT-4-labelled answer, hidden from the judge
+                rows[i]["bank_hidden"] = True
         if cache_path is not None:
             _write_rows(cache_path, [r for r in rows if r is not None])
         bar.update(len(idx))

@@ -74,7 +74,8 @@ def add_run(runs_root: str | Path, results: dict[str, Any]) -> Path:
             rows.append({
                 "run_dir": results["run_dir"], "preset": results["preset"], "created": results["created"],
                 "method": m["method"], "label": m["label"], "reward": m.get("reward"), "policy": results["policy"],
-                "evaluator": results["evaluator"], "reference": results["reference"], "n": m["metrics"]["n_total"],
+                "evaluator": results["evaluator"], "evaluator_identity": results.get("evaluator_identity"),
+                "reference": results["reference"], "n": m["metrics"]["n_total"],
                 "win_rate": m["metrics"]["win_rate"], "standard_error": m["metrics"]["standard_error"],
                 "avg_length": m["metrics"]["avg_length"], "baseline": vs.get("baseline"),
                 "win_rate_vs_baseline": vs.get("win_rate"), "standard_error_vs_baseline": vs.get("standard_error"),

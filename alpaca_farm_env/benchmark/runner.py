@@ -48,10 +48,12 @@ class MethodResult:
         return dict(self.__dict__)
 
 
-def default_run_dir(cfg: BenchmarkConfig) -> Path:
-    """``<runs_root>/<name>-<digest of what determines the results>``: the same settings resume the same run."""
+def default_run_dir(cfg: BenchmarkConfig, evaluator_identity: str = "") -> Path:
+    """``<runs_root>/<name>-<digest of what determines the results>``: the same settings resume the same run, and a
+    changed evaluator (its identity: configuration, artifacts, training data) starts a new one."""
     key = cfg.to_dict()
     key.pop("runs_root", None)
+    key["evaluator_identity"] = evaluator_identity
     return Path(cfg.runs_root) / f"{cfg.name}-{digest(key)[:10]}"
 
 
@@ -86,7 +88,8 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run every method of ``cfg`` and write the run directory; returns the ``results.json`` content."""
     from ..agents import AGENTS
-    from ..agents.best_of_n import reward_is_evaluator
+    from ..annotators import annotator_identity, with_data_dir
+    from ..rewards.annotator_reward import reward_is_evaluator
     from . import leaderboard
 
     log = log or (lambda m: print(m, file=sys.stderr))
@@ -96,22 +99,25 @@ def run_benchmark(
     if cfg.compare_to is not None and cfg.compare_to not in cfg.methods:
         log(f"compare_to={cfg.compare_to!r} is not among the methods run; no second baseline column")
     factories = {m: AGENTS.resolve(cfg.methods[m].get("agent", m)) for m in cfg.methods}  # unknown names fail here
+    evaluator_kwargs = with_data_dir(cfg.annotator, cfg.annotator_kwargs, data_dir)
+    evaluator_id = annotator_identity(cfg.annotator, **evaluator_kwargs)
     for m, kw in cfg.methods.items():  # refuse before any compute (the agent checks again)
-        if "reward" in kw and reward_is_evaluator(kw["reward"], kw.get("reward_kwargs"), cfg.annotator):
-            raise ConfigError(f"method {m!r} would rerank with the evaluator {cfg.annotator!r} itself; that overstates "
-                             "the gain. Choose another reward (e.g. --reward length)")
+        if "reward" in kw and reward_is_evaluator(kw["reward"], kw.get("reward_kwargs"), cfg.annotator,
+                                                  cfg.annotator_kwargs, data_dir):
+            raise ConfigError(f"method {m!r} would rerank with the evaluator's judge ({cfg.annotator!r}); that "
+                              "overstates the gain. Choose another reward (e.g. --reward length)")
 
-    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg, evaluator_id)
     leaderboard.load_leaderboard(run_dir.parent)  # a corrupt leaderboard fails now, not after all the generation
     run_dir.mkdir(parents=True, exist_ok=True)
     # one run at a time per run dir: a second one would append the same generations to the same caches
     with file_lock(run_dir / "run", timeout=0, busy=f"{run_dir}: another benchmark is running in this run dir; wait "
                    "for it (a rerun then resumes from its caches) or pass another --run-dir"):
-        return _run_in(cfg, run_dir, factories, data_dir, progress, log)
+        return _run_in(cfg, run_dir, factories, data_dir, progress, log, evaluator_kwargs, evaluator_id)
 
 
 def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data_dir, progress: bool,
-            log: Callable[[str], None]) -> dict[str, Any]:
+            log: Callable[[str], None], evaluator_kwargs: dict[str, Any], evaluator_id: str) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from ..agents import AGENTS
@@ -182,14 +188,19 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
         atomic_write_text(outputs_path, json.dumps(to_alpaca_eval_layout(out_rows, generator), indent=1, ensure_ascii=False))
 
         if evaluator is None:  # built on first use: a resumed run with every annotation cached never loads it
-            evaluator = LazyAnnotator(lambda: make_annotator(cfg.annotator, **cfg.annotator_kwargs))
+            evaluator = LazyAnnotator(lambda: make_annotator(cfg.annotator, **evaluator_kwargs))
         match = match_outputs([{"instruction": fold_instruction(r["instruction"], r["input"]), "output": r["output"],
                                 "generator": generator} for r in out_rows], rows)
         assert not match.missing and not match.extra  # our own outputs cover exactly the subset
         ann, n_ann_cached = annotate_pairs(evaluator, match.pairs, cache_path=mdir / "annotations.json",
-                                           annotator_id=cfg.annotator, seed=cfg.annotator_seed, progress=progress,
-                                           desc=f"annotate ({method} vs {REFERENCE_NAME})")
+                                           annotator_id=f"{cfg.annotator}@{evaluator_id}", seed=cfg.annotator_seed,
+                                           progress=progress, desc=f"annotate ({method} vs {REFERENCE_NAME})")
         metrics = win_rate([a["preference"] for a in ann], outputs[method])
+        n_hidden = sum(bool(a.get("bank_hidden")) for a in ann)
+        if n_hidden:
+            log(f"{method}: {n_hidden} outputs are GPT-4-labelled answers in the judge's answer bank; they were hidden "
+                "from the bank, so their labels were not read back")
+        metrics["n_bank_hidden"] = n_hidden
         results.append(MethodResult(
             method=method, label=method_label(method, settings), reward=settings.get("reward"), metrics=metrics,
             vs_baseline=None, outputs_path=str(outputs_path), annotations_path=str(mdir / "annotations.json"),
@@ -207,8 +218,8 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
                       "generator_2": f"{cfg.policy}:{res.method}"}
                      for r, b, o in zip(rows, outputs[base], outputs[res.method])]
             ann, _ = annotate_pairs(evaluator, pairs, cache_path=run_dir / res.method / f"annotations_vs_{base}.json",
-                                    annotator_id=cfg.annotator, seed=cfg.annotator_seed, progress=progress,
-                                    desc=f"annotate ({res.method} vs {base})")
+                                    annotator_id=f"{cfg.annotator}@{evaluator_id}", seed=cfg.annotator_seed,
+                                    progress=progress, desc=f"annotate ({res.method} vs {base})")
             res.vs_baseline = {"baseline": base, **win_rate([a["preference"] for a in ann], outputs[res.method])}
 
     out = {
@@ -216,6 +227,7 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
         "preset": cfg.name,
         "policy": cfg.policy,
         "evaluator": cfg.annotator,
+        "evaluator_identity": evaluator_id,
         "reference": cfg.reference,
         "n_eval": len(rows),
         "compare_to": base,

@@ -193,7 +193,7 @@ def evaluate(
         result["n_duplicates"] = len(dups)
         annotations_path = str(Path(annotations).resolve())
     else:
-        from ..annotators import ANNOTATORS, make_annotator
+        from ..annotators import ANNOTATORS, annotator_identity, make_annotator, with_data_dir
 
         spec = annotator or DEFAULT_ANNOTATOR
         ref = reference or "alpacafarm"
@@ -201,17 +201,26 @@ def evaluate(
         if not match.pairs:
             raise EvaluationError(f"{model_outputs}: none of its {len(outputs)} rows is an instruction of the {ref!r} "
                                   "eval set; nothing to evaluate")
+        ann_kwargs = with_data_dir(spec, {}, data_dir)
+        identity = annotator_identity(spec, **ann_kwargs)  # keys the cache: another judge never reuses it
         # annotate_pairs shows the progress; an annotator's own bar (the OpenAI pool's) would print a second one
         quiet = {"show_progress": False} if accepts_kwarg(ANNOTATORS.resolve(spec), "show_progress") else {}
-        ann = make_annotator(spec, **quiet)
+        ann = make_annotator(spec, **ann_kwargs, **quiet)
         name = _name_of(model_outputs, outputs)
         out_dir = Path(output_dir) if output_dir else Path("alpaca_farm_eval") / name
         ann_name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(getattr(ann, "name", spec)))
         # the model's name and which outputs file: two models evaluated into one --output-dir never share a cache
         source = digest(str(_outputs_file(model_outputs, data_dir)))[:8]
-        cache = out_dir / f"annotations_{name}-{source}_{ref}_{ann_name}.json"
-        rows, n_cached = annotate_pairs(ann, match.pairs, cache_path=cache, seed=seed, progress=progress,
-                                        desc=f"annotate ({ann_name})")
+        cache = out_dir / f"annotations_{name}-{source}_{ref}_{ann_name}-{identity[:8]}.json"
+        rows, n_cached = annotate_pairs(ann, match.pairs, cache_path=cache, annotator_id=f"{spec}@{identity}",
+                                        seed=seed, progress=progress, desc=f"annotate ({ann_name})")
+        result["annotator_identity"] = identity
+        n_hidden = sum(bool(r.get("bank_hidden")) for r in rows)
+        if n_hidden:
+            _warn(f"{n_hidden} outputs are GPT-4-labelled answers in the judge's answer bank (e.g. a model whose "
+                  "AlpacaEval annotations the data dir holds); they were hidden from the bank, so GPT-4's verdicts "
+                  "were not read back")
+        result["n_bank_hidden"] = n_hidden
         result["annotator"] = str(getattr(ann, "name", spec))
         result["n_from_cache"] = n_cached
         extra, missing = match.extra, match.missing

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
 from .. import data as _data
+from ..errors import TrainingOnTestSetWarning
 from ..rewards import check_reward, make_reward, score_with_info
 from ..utils import digest
 
@@ -101,23 +103,38 @@ class EpisodeOrder:
 
 
 class EpisodeSource:
-    """What the three envs share: their rows, the seeded episode order and the lazily built reward backend.
+    """What the three envs share: their rows, the seeded episode order, the per-episode reward seeds and the lazily
+    built reward backend.
 
     Mixed in before ``gym.Env`` / ``VectorEnv``; ``_begin_reset(seed)`` gives the seed to pass to ``super().reset``
     and ``_after_seed(seed)`` restarts the order from the env's fresh ``np_random``.
+
+    Reward seeds. Every scored episode gets its own seed (``_episode_seeds``), drawn from a generator spawned from the
+    env's ``np_random`` at seeding, and passed to the backend as the ``episode_seed`` column. The annotator reward keys
+    its label noise and pool-member choice on it, so revisiting a prompt with the same response draws fresh noise,
+    as a human labeller pool would; the sequence is a function of the ``reset(seed=...)`` seed. (A dataset annotated
+    once, such as collected preferences, keeps alpaca_eval's instruction-keyed draws: see docs/annotators.md.)
     """
 
     def _init_source(self, rows: list[dict[str, Any]], *, reward: Any, reward_kwargs: dict[str, Any] | None,
-                     shuffle: bool, seed: int | None) -> None:
+                     shuffle: bool, seed: int | None, split: str = "", data_dir: Any = None) -> None:
         # an unknown reward (or annotator) name fails here, not at the first step; the backend itself stays lazy
         check_reward(reward, **dict(reward_kwargs or {}))
         self.rows = rows
         self.reward_spec = reward
-        self.reward_kwargs = dict(reward_kwargs or {})
+        # the env's data dir reaches the backend, and through it the annotator (the judge's answer bank)
+        self.reward_kwargs = _with_data_dir(reward, dict(reward_kwargs or {}), data_dir)
         self._backend: Any = None
         self._order = EpisodeOrder(len(rows), shuffle=shuffle)
         self._default_seed = seed
         self._started = False
+        self._noise_rng: np.random.Generator | None = None
+        if split == EVAL_SPLIT and _is_annotator_reward(reward):
+            warnings.warn(
+                "AlpacaFarm env on the eval split with an annotator reward: training on these rewards trains on the "
+                "test set (the 805 evaluation instructions, judged by the evaluator's judge); use a training split "
+                "(unlabeled, sft, preference, val) for learning and keep 'eval' for evaluation",
+                TrainingOnTestSetWarning, stacklevel=3)
 
     @property
     def reward_backend(self) -> Any:
@@ -134,7 +151,35 @@ class EpisodeSource:
     def _after_seed(self, seed: int | None) -> None:
         if seed is not None or not self._started:
             self._order.restart(self.np_random)
+            # a child stream of the env's seed: reward seeds never shift the episode order's draws
+            seq = getattr(self.np_random.bit_generator, "seed_seq", None)
+            child = seq.spawn(1)[0] if isinstance(seq, np.random.SeedSequence) else int(self.np_random.integers(2**63))
+            self._noise_rng = np.random.default_rng(child)
         self._started = True
+
+    def _episode_seeds(self, n: int) -> list[int]:
+        """One fresh reward seed per episode being scored."""
+        if self._noise_rng is None:
+            raise RuntimeError("call reset() before step()")
+        return [int(s) for s in self._noise_rng.integers(0, 2**31 - 1, size=n)]
+
+
+def _is_annotator_reward(spec: Any) -> bool:
+    from ..rewards.annotator_reward import AnnotatorReward
+    from ..rewards.base import REWARDS
+
+    target = REWARDS.resolve(spec) if isinstance(spec, str) else spec
+    return isinstance(target, AnnotatorReward) or (isinstance(target, type) and issubclass(target, AnnotatorReward))
+
+
+def _with_data_dir(spec: Any, kwargs: dict[str, Any], data_dir: Any) -> dict[str, Any]:
+    from ..rewards.base import REWARDS
+    from ..utils import accepts_kwarg
+
+    if data_dir is None or "data_dir" in kwargs or not isinstance(spec, str):
+        return kwargs
+    target = REWARDS.resolve(spec)
+    return {**kwargs, "data_dir": str(data_dir)} if accepts_kwarg(target, "data_dir") else kwargs
 
 
 # ------------------------------------------------------------------------------------------------ reward backends
@@ -171,8 +216,11 @@ def cached_backend_count() -> int:
     return len(_BACKENDS)
 
 
-def score_rows(backend: Any, rows: Sequence[dict[str, Any]], responses: Sequence[str]) -> tuple[list[float], list[dict]]:
-    """One batched ``score_with_info`` call for ``responses`` to ``rows``; checks the backend's answer."""
+def score_rows(backend: Any, rows: Sequence[dict[str, Any]], responses: Sequence[str],
+               episode_seeds: Sequence[int] | None = None) -> tuple[list[float], list[dict]]:
+    """One batched ``score_with_info`` call for ``responses`` to ``rows``; checks the backend's answer.
+    ``episode_seeds`` (one per row) reach the backend as the ``episode_seed`` column."""
+    extra = {} if episode_seeds is None else {"episode_seed": list(episode_seeds)}
     scores, details = score_with_info(
         backend,
         [r["prompt"] for r in rows],
@@ -180,6 +228,7 @@ def score_rows(backend: Any, rows: Sequence[dict[str, Any]], responses: Sequence
         instruction=[r["instruction"] for r in rows],
         input=[r["input"] for r in rows],
         reference_output=[r["reference_output"] for r in rows],
+        **extra,
     )
     scores = [float(s) for s in scores]
     details = list(details)

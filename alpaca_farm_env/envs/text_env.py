@@ -71,7 +71,8 @@ class AlpacaFarmEnv(EpisodeSource, gym.Env[dict, str]):
                 f"{len(too_long)} prompts of split {split!r} exceed max_text_length={max_text_length} characters "
                 f"(e.g. row {too_long[0]}); raise max_text_length"
             )
-        self._init_source(rows, reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed)
+        self._init_source(rows, reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed, split=split,
+                          data_dir=data_dir)
         self.observation_space = text_observation_space(max_text_length)
         self.action_space = UnicodeText(max_response_length, min_length=0)
         self._current: int | None = None
@@ -120,7 +121,7 @@ class AlpacaFarmEnv(EpisodeSource, gym.Env[dict, str]):
             raise RuntimeError("call reset() before step(): each AlpacaFarm episode is a single step")
         response = self._check_action(action)
         row = self.rows[self._current]
-        scores, details = score_rows(self.reward_backend, [row], [response])
+        scores, details = score_rows(self.reward_backend, [row], [response], self._episode_seeds(1))
         reward = scores[0]
         self._done = True
         self._last = (row, response, reward)

@@ -134,7 +134,8 @@ class AlpacaFarmTokenEnv(EpisodeSource, gym.Env[dict, int]):
                 f"{self.max_prompt_tokens} (as AlpacaFarm's QueryResponseDataset does)",
                 stacklevel=2,
             )
-        self._init_source([r for r, _ in kept], reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed)
+        self._init_source([r for r, _ in kept], reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed,
+                          split=split, data_dir=data_dir)
         P = self.max_prompt_tokens
         self._prompt_ids = np.full((len(kept), P), self.pad_token_id, dtype=np.int64)
         self._prompt_mask = np.zeros((len(kept), P), dtype=np.int64)
@@ -222,7 +223,7 @@ class AlpacaFarmTokenEnv(EpisodeSource, gym.Env[dict, int]):
             row = self.rows[self._current]
             text = self.decode_response()
             self._last_text = text
-            scores, details = score_rows(self.reward_backend, [row], [text])
+            scores, details = score_rows(self.reward_backend, [row], [text], self._episode_seeds(1))
             reward = scores[0]
             if truncated and self.truncated_reward is not None:
                 reward = float(self.truncated_reward)  # e.g. AlpacaFarm-style penalty for responses without a stop

@@ -94,7 +94,8 @@ class AlpacaFarmVectorEnv(EpisodeSource, VectorEnv):
         self.num_envs = int(num_envs)
         self.split, self.reference = split, reference
         rows = load_rows(split, data_dir=data_dir, reference=reference, indices=indices, max_examples=max_examples)
-        self._init_source(rows, reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed)
+        self._init_source(rows, reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed, split=split,
+                          data_dir=data_dir)
         self.single_observation_space = text_observation_space(max_text_length)
         self.single_action_space = UnicodeText(max_response_length, min_length=0)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -140,7 +141,8 @@ class AlpacaFarmVectorEnv(EpisodeSource, VectorEnv):
                 raise ValueError(f"response {i} has {len(r)} characters > max_response_length")
         rows = [self.rows[p] for p in self._current]
         backend = self.reward_backend
-        scores, details = score_rows(backend, rows, responses)  # the ONE batched reward call of this step
+        # the ONE batched reward call of this step; each episode its own reward seed
+        scores, details = score_rows(backend, rows, responses, self._episode_seeds(self.num_envs))
         name = str(getattr(backend, "name", type(backend).__name__))
         final_infos, final_obs = [], np.full(self.num_envs, None, dtype=object)
         for i, (row, resp, det) in enumerate(zip(rows, responses, details)):

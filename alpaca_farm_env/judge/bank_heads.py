@@ -125,19 +125,23 @@ def train_bank_heads(
     return BankArtifact(heads=heads, meta=meta)
 
 
-def bank_artifact_path(config: JudgeConfig, bank: AnswerBank) -> Path:
-    return cache_dir("judge", "artifacts") / f"distilled_bank_{config.bank_key(bank)}.npz"
+def bank_artifact_path(config: JudgeConfig, data: str) -> Path:
+    """The cached bank heads for ``config`` built from ``data`` (the :func:`~.config.data_fingerprint` of the
+    annotation files the bank holds)."""
+    return cache_dir("judge", "artifacts") / f"distilled_bank_{config.bank_key(data)}.npz"
 
 
 def get_bank_heads(
     config: JudgeConfig,
     bank: AnswerBank,
+    data: str,
     *,
     retrain: bool = False,
     progress: bool = True,
 ) -> tuple[BankArtifact, Path]:
-    """Cached bank heads for (config, bank); else the packaged ones if they match; else trained (about a minute)."""
-    path = bank_artifact_path(config, bank)
+    """Cached bank heads for (config, data); else the packaged ones if they match; else trained (about a minute).
+    ``bank`` must be the bank of ``data`` (``load_bank`` of the same data dir and selection)."""
+    path = bank_artifact_path(config, data)
     if not retrain:
         art = _load_cached(path, BankArtifact.load)  # an unreadable one is moved aside (warning) and rebuilt
         if art is not None:

@@ -1,19 +1,27 @@
-"""What determines a distilled judge: :class:`JudgeConfig` (its cache key), the variants, the format versions ."""
+"""What determines a distilled judge, and its identity.
+
+A judgment is a function of: the configuration (:class:`JudgeConfig`, every hyper-parameter of the training), the
+features it computes (their names and the encoder), the data it was trained on (:func:`data_fingerprint`: a digest of
+the GPT-4 annotation files' bytes) and the code's format versions. The artifacts' file names are digests of all of
+these (:meth:`JudgeConfig.key`, :meth:`JudgeConfig.bank_key`), and the judge's identity (``judge.py``) is a digest of
+the artifacts it uses, so a changed judge never reuses an old judge's artifacts, annotation caches or run dirs.
+"""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import lru_cache
+from pathlib import Path
 
 from ..utils import digest
 from .features import DEFAULT_MAX_TOKENS
 
-if TYPE_CHECKING:
-    from .answer_bank import AnswerBank
-
 VARIANTS = ("fast", "best")  # fast: linear head over frozen MiniLM; best: fine-tuned cross-encoder (cross_encoder.py)
-ARTIFACT_FORMAT = 1
-BANK_FORMAT = 1
+ARTIFACT_FORMAT = 2  # 2: keys hold the feature spec and the training data's fingerprint
+BANK_FORMAT = 2
+JUDGE_FORMAT = 1  # the judge identity's own layout
 BANK_FIELDS = ("bank", "bank_hidden", "bank_epochs")
 
 
@@ -38,11 +46,64 @@ class JudgeConfig:
     bank_hidden: int = 32
     bank_epochs: int = 40
 
-    def key(self) -> str:
-        """Cache key of the global head (the bank fields are not part of it)."""
+    def key(self, data: str) -> str:
+        """Cache key of the global head: the config (without the bank fields), the feature spec and ``data``, the
+        fingerprint of what it is trained on (:func:`data_fingerprint`)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in BANK_FIELDS}
-        return digest({"format": ARTIFACT_FORMAT, **fields})[:16]
+        return digest({"format": ARTIFACT_FORMAT, **fields, "features": feature_spec()})[:10] + "_" + data[:10]
 
-    def bank_key(self, bank: AnswerBank) -> str:
-        """Cache key of the bank heads: the whole config and the bank's content."""
-        return digest({"format": BANK_FORMAT, **dataclasses.asdict(self), "bank": bank.key})[:16]
+    def bank_key(self, data: str) -> str:
+        """Cache key of the bank heads: the whole config, the feature spec and the fingerprint of the annotation files
+        the bank and the heads are built from (the bank is a deterministic function of those files)."""
+        return (digest({"format": BANK_FORMAT, **dataclasses.asdict(self), "features": feature_spec(bank=True)})[:10]
+                + "_" + data[:10])
+
+
+def feature_spec(bank: bool = False) -> dict:
+    """The names of the features the heads are fitted on and the encoder: a change of either changes every key."""
+    from .features import ENCODER_NAME, HAND_FEATURES, N_FEATURES
+
+    spec = {"hand": list(HAND_FEATURES), "n_features": N_FEATURES, "encoder": ENCODER_NAME}
+    if bank:
+        from .answer_bank import BANK_FEATURES
+
+        spec["bank"] = list(BANK_FEATURES)
+    return spec
+
+
+def data_fingerprint(data_dir: str | os.PathLike | None, models: tuple[str, ...] | None = None) -> str:
+    """A digest of the training data a judge built here would use: the bytes of each GPT-4 annotation file of the data
+    dir (of ``models``, else all), or the hub dataset's name when the data dir has none. Cheap (files are hashed
+    once per process and size/mtime), so identities are computed without loading any data."""
+    from ..data import list_annotated_models, resolve_data_dir
+    from ..data.loader import HF_FARM, HF_FARM_ENV
+
+    root = resolve_data_dir(data_dir)
+    available = list_annotated_models(root) if root is not None else []
+    if not available:
+        return digest({"hub": os.environ.get(HF_FARM_ENV) or HF_FARM, "config": "alpaca_gpt4_preference",
+                       "max_pairs": None})
+    chosen = sorted(models) if models else available
+    files = [(m, root / "alpaca_eval_results" / m / "alpaca_eval_gpt4" / "annotations.json") for m in chosen]
+    return digest([(m, _file_sha256(str(p), *_stat(p))) for m, p in files])
+
+
+def has_local_training_data(data_dir: str | os.PathLike | None) -> bool:
+    from ..data import list_annotated_models, resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    return root is not None and bool(list_annotated_models(root))
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a rewritten file is hashed again
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import CorruptFileError
 from ..utils import atomic_write, cache_dir
 from . import files
-from .config import JudgeConfig
+from .config import JudgeConfig, data_fingerprint, has_local_training_data
 from .features import HAND_FEATURES, N_FEATURES, MiniLMEncoder, build_features
 from .files import _install_packaged, _load_cached, _reading_npz
 from .training_data import labels, load_training_pairs, with_synthetic
@@ -141,14 +141,29 @@ def train_artifact(
     return JudgeArtifact(scale=scale, heads=np.stack(heads), meta=meta)
 
 
-def artifact_path(config: JudgeConfig) -> Path:
-    return cache_dir("judge", "artifacts") / f"distilled_{config.variant}_{config.key()}.npz"
+def artifact_path(config: JudgeConfig, data: str) -> Path:
+    """The cached global head for ``config`` trained on ``data`` (a :func:`~.config.data_fingerprint`)."""
+    return cache_dir("judge", "artifacts") / f"distilled_{config.variant}_{config.key(data)}.npz"
 
 
-def packaged_artifact(config: JudgeConfig) -> Path | None:
-    """The prebuilt artifact shipped in the package, when it was built with exactly ``config``."""
-    path = files.PACKAGED_ARTIFACTS / f"distilled_{config.variant}_{config.key()}.npz"
-    return path if path.is_file() else None
+def packaged_artifact(config: JudgeConfig, data: str | None = None) -> Path | None:
+    """The prebuilt artifact shipped in the package for ``config`` and ``data`` (``None``: whatever data it was built
+    from -- what a user without the GPT-4 annotation files gets), or ``None`` when there is none."""
+    if data is not None:
+        path = files.PACKAGED_ARTIFACTS / f"distilled_{config.variant}_{config.key(data)}.npz"
+        return path if path.is_file() else None
+    found = sorted(files.PACKAGED_ARTIFACTS.glob(f"distilled_{config.variant}_{config.key('')}*.npz"))
+    return found[0] if found else None
+
+
+def global_head_data(config: JudgeConfig, data_dir: str | os.PathLike | None) -> str:
+    """The training data (fingerprint) of the global head this machine uses for ``config``: the data dir's GPT-4
+    annotation files; without them, the data of the packaged head when one matches ``config``, else the hub pairs."""
+    if not has_local_training_data(data_dir):
+        shipped = packaged_artifact(config)
+        if shipped is not None:
+            return shipped.stem.rsplit("_", 1)[1]
+    return data_fingerprint(data_dir, config.models)
 
 
 def get_artifact(
@@ -159,14 +174,16 @@ def get_artifact(
     encoder: MiniLMEncoder | None = None,
     progress: bool = True,
 ) -> tuple[JudgeArtifact, Path]:
-    """Load the cached artifact for ``config``; else copy the packaged one; else train, cache and return it."""
+    """Load the cached artifact for ``config`` and the data in force; else copy the packaged one; else train, cache
+    and return it. The path's name is the head's identity (config, feature spec and training data)."""
     config = config or JudgeConfig()
-    path = artifact_path(config)
+    data = global_head_data(config, data_dir) if not retrain else data_fingerprint(data_dir, config.models)
+    path = artifact_path(config, data)
     if not retrain:
         art = _load_cached(path, JudgeArtifact.load)  # an unreadable one is moved aside (warning) and rebuilt
         if art is not None:
             return art, path
-        shipped = packaged_artifact(config)
+        shipped = packaged_artifact(config, data)
         if shipped is not None:
             return _install_packaged(shipped, path, JudgeArtifact.load), path
     logger.info("training the distilled judge (%s variant); cached at %s", config.variant, path)

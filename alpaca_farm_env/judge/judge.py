@@ -9,28 +9,62 @@ annotator layer never loads the judge).
 from __future__ import annotations
 
 import os
-from typing import Sequence
+import weakref
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..annotators.base import Annotation, check_lengths
 from ..annotators.pool import AnnotatorPool
-from .answer_bank import AnswerBank
-from .bank_heads import BankArtifact, banked_features, get_bank_heads, load_bank
-from .config import VARIANTS, JudgeConfig
+from .answer_bank import REFERENCE, AnswerBank
+from ..utils import digest
+from .bank_heads import BankArtifact, bank_artifact_path, banked_features, get_bank_heads, load_bank
+from .config import JUDGE_FORMAT, VARIANTS, JudgeConfig, data_fingerprint, has_local_training_data
 from .cross_encoder import BestJudgeModel, CrossEncoderConfig, get_best_model
 from .features import MiniLMEncoder, build_features
-from .heads import JudgeArtifact, get_artifact
+from .features import full_prompt
+from .heads import JudgeArtifact, artifact_path, get_artifact, global_head_data
 
 
-def config_for_variant(variant: str):
-    """The default config of a judge variant: ``fast`` (frozen encoder + head) or ``best`` (fine-tuned encoder)."""
+def config_for_variant(variant: str, config: Any = None):
+    """The config of a judge: ``config`` as given (a :class:`JudgeConfig`, or a mapping of its fields, e.g. from a
+    preset's ``annotator_kwargs``), else the default of ``variant``: ``fast`` (frozen encoder + heads) or ``best``
+    (fine-tuned encoder)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown judge variant {variant!r}; one of {VARIANTS}")
+    if isinstance(config, dict):
+        fields = dict(config)
+        if fields.get("models") is not None:
+            fields["models"] = tuple(fields["models"])
+        return (CrossEncoderConfig if variant == "best" else JudgeConfig)(**fields)
+    if config is not None:
+        return config
     if variant == "best":
-
         return CrossEncoderConfig()
     return JudgeConfig(variant=variant)
+
+
+def judge_identity(config: Any, data_dir: str | os.PathLike | None = None, *, bank: bool = True) -> str:
+    """The identity of the deterministic judge (no pool semantics): the artifacts it uses, each named by a digest of
+    its configuration, feature spec and training data. Computed without loading anything but file hashes."""
+    if isinstance(config, CrossEncoderConfig):
+        parts = {"best": config.key(), "data": data_fingerprint(data_dir, config.models)}
+    else:
+        uses_bank = bank and config.bank and has_local_training_data(data_dir)
+        parts = {"global": artifact_path(config, global_head_data(config, data_dir)).stem,
+                 "bank": bank_artifact_path(config, data_fingerprint(data_dir, config.models)).stem if uses_bank else None}
+    return digest({"format": JUDGE_FORMAT, **parts})[:16]
+
+
+_BANKED_ANSWERS: "weakref.WeakKeyDictionary[AnswerBank, set]" = weakref.WeakKeyDictionary()
+
+
+def _banked_answers(bank: AnswerBank) -> set[tuple[str, str]]:
+    """(prompt, text) of every banked model answer (not the references), built once per bank."""
+    if bank not in _BANKED_ANSWERS:
+        _BANKED_ANSWERS[bank] = {(key, bank.texts[i]) for key, ids in bank.by_prompt_arr.items() for i in ids
+                                 if bank.models[i] != REFERENCE}
+    return _BANKED_ANSWERS[bank]
 
 
 class DistilledJudge:
@@ -43,8 +77,13 @@ class DistilledJudge:
     ``bank`` (fast variant): on instructions the data dir's answer bank covers (the 805 eval instructions), pairs are
     scored by the bank heads over hand + bank features (answer_bank.py); other instructions by the global head.
     ``bank=False`` uses the global head everywhere; an :class:`AnswerBank` instance is used as given.
-    ``bank_holdout=True`` hides each pair's own outputs from the bank (their GPT-4 label, if banked, is not read
-    back): for measuring the judge on banked pairs, as ``annotators analyze`` does.
+    ``bank_holdout``: ``"banked"`` (default) hides from the bank any output of the pair that is itself a banked,
+    GPT-4-labelled answer, so judging one of the 21 annotated models' outputs never reads GPT-4's verdict back
+    (``extra["bank_hidden"]`` says it happened); ``True`` hides both outputs of every pair whatever they are (the
+    measurement ``annotators analyze`` uses); ``False`` hides nothing.
+
+    ``identity``: a digest of everything that determines its judgments (:func:`judge_identity`, the head, the
+    holdout); :meth:`identity_for` computes it from the constructor's arguments without building the judge.
     """
 
     cost_per_annotation = 0.0  # local CPU only
@@ -61,11 +100,10 @@ class DistilledJudge:
         encoder: MiniLMEncoder | None = None,
         bank: "bool | AnswerBank" = True,
         bank_artifact: BankArtifact | None = None,
-        bank_holdout: bool = False,
+        bank_holdout: bool | str = "banked",
         progress: bool = False,
     ):
-
-        config = config if config is not None else config_for_variant(variant)
+        config = config_for_variant(variant, config)
         self.config = config
         self.variant = "best" if isinstance(config, CrossEncoderConfig) else config.variant
         self.progress = progress
@@ -92,11 +130,30 @@ class DistilledJudge:
                 self.bank = bank if isinstance(bank, AnswerBank) else load_bank(
                     data_dir, self.config.models, self.config.max_pairs_per_model)
             if self.bank is not None:
-                self.bank_artifact = bank_artifact or get_bank_heads(self.config, self.bank, progress=progress)[0]
+                data = data_fingerprint(data_dir, self.config.models)
+                self.bank_artifact = bank_artifact or get_bank_heads(self.config, self.bank, data, progress=progress)[0]
                 if self.bank_artifact.heads.W1.shape[0] != n_heads:
                     raise ValueError(f"bank heads ({self.bank_artifact.heads.W1.shape[0]}) and global heads ({n_heads}) "
                                      "disagree; rebuild with `alpaca-farm judge train --force`")
+        if bank_holdout not in (True, False, "banked"):
+            raise ValueError(f"bank_holdout must be True, False or 'banked', got {bank_holdout!r}")
         self.name = name or ("distilled_gpt4" if head == 0 else f"distilled_gpt4_h{head}")
+        self.identity = self.identity_for(variant, head=head, data_dir=data_dir, config=config,
+                                          bank=bank is not False, bank_holdout=bank_holdout)
+
+    @classmethod
+    def identity_for(cls, variant: str = "fast", *, head: int = 0, data_dir: str | os.PathLike | None = None,
+                     config: Any = None, bank: bool = True, bank_holdout: bool | str = "banked", **_: Any) -> str:
+        """The identity a judge built with these arguments has (cheap: nothing is loaded)."""
+        config = config_for_variant(variant, config)
+        return digest({"judge": judge_identity(config, data_dir, bank=bank), "head": head,
+                       "bank_holdout": bank_holdout})[:16]
+
+    @classmethod
+    def judge_identity_for(cls, variant: str = "fast", *, data_dir: str | os.PathLike | None = None,
+                           config: Any = None, bank: bool = True, **_: Any) -> str:
+        """The judge's artifacts, whatever the head: a head of the pool judges like the pool (evaluator guard)."""
+        return judge_identity(config_for_variant(variant, config), data_dir, bank=bank)
 
     def scores(
         self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
@@ -126,13 +183,29 @@ class DistilledJudge:
         """Whether pairs on this instruction are scored by the bank heads (else by the global head)."""
         return self.bank is not None and self.bank.has(instruction, inp or "")
 
-    def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed: int = 0) -> list[Annotation]:
+    def banked(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[bool]:
+        """Whether each output is itself a GPT-4-labelled answer in the bank (whose label it could read back)."""
+        if self.bank is None:
+            return [False] * len(outputs)
+        known = _banked_answers(self.bank)
+        return [(full_prompt(i, x or ""), o) in known for i, x, o in zip(instructions, inputs, outputs)]
+
+    def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed: Any = 0) -> list[Annotation]:
         n = check_lengths(instructions, inputs, outputs_1, outputs_2)
         if n == 0:
             return []
-        ex = None
-        if self.bank_holdout:  # the same exclusion for both outputs of a pair keeps the order symmetry exact
+        ex, hidden = None, [False] * n
+        # the same exclusion for both outputs of a pair keeps the order symmetry exact
+        if self.bank_holdout is True:
             ex = [(a, b) for a, b in zip(outputs_1, outputs_2)] * 2
+        elif self.bank_holdout == "banked" and self.bank is not None:
+            b1 = self.banked(instructions, inputs, outputs_1)
+            b2 = self.banked(instructions, inputs, outputs_2)
+            hidden = [x or y for x, y in zip(b1, b2)]
+            if any(hidden):
+                pair_ex = [tuple(o for o, b in ((o1, x), (o2, y)) if b)
+                           for o1, o2, x, y in zip(outputs_1, outputs_2, b1, b2)]
+                ex = pair_ex * 2
         s = self.scores(list(instructions) * 2, list(inputs) * 2, list(outputs_1) + list(outputs_2), exclude_texts=ex)
         out = []
         for i in range(n):
@@ -142,6 +215,8 @@ class DistilledJudge:
             extra = {"score_1": float(s[i]), "score_2": float(s[n + i])}
             if self.best is None:
                 extra["scored_by"] = "bank" if self.uses_bank(instructions[i], inputs[i]) else "global"
+            if hidden[i]:
+                extra["bank_hidden"] = True
             out.append(Annotation(preference=pref, probability=p, annotator=self.name, cost=0.0, extra=extra))
         return out
 
@@ -152,9 +227,8 @@ class DistilledJudge:
 
 
 def _distilled_members(
-    config, n_members: int | None, data_dir, progress: bool, bank: bool = True, bank_holdout: bool = False
+    config, n_members: int | None, data_dir, progress: bool, bank: bool = True, bank_holdout: bool | str = "banked"
 ) -> list[DistilledJudge]:
-
     bank_obj, bank_art = False, None
     if isinstance(config, CrossEncoderConfig):
         artifact = get_best_model(config, data_dir, progress=progress)  # one encoder + score cache for all members
@@ -166,14 +240,15 @@ def _distilled_members(
         if bank and config.bank:  # shared too: one bank and one set of bank heads for all members
             bank_obj = load_bank(data_dir, config.models, config.max_pairs_per_model) or False
             if bank_obj is not False:
-                bank_art = get_bank_heads(config, bank_obj, progress=progress)[0]
+                bank_art = get_bank_heads(config, bank_obj, data_fingerprint(data_dir, config.models),
+                                          progress=progress)[0]
     if n_heads < 1:
         raise ValueError("the judge artifact has no bootstrap heads to pool (n_bootstrap=0)")
     k = n_heads if n_members is None else n_members
     if not 1 <= k <= n_heads:
         raise ValueError(f"n_members must lie in [1, {n_heads}], got {n_members}")
     return [DistilledJudge(config=config, artifact=artifact, encoder=encoder, head=h, progress=progress,
-                           bank=bank_obj, bank_artifact=bank_art, bank_holdout=bank_holdout)
+                           bank=bank_obj, bank_artifact=bank_art, bank_holdout=bank_holdout, data_dir=data_dir)
             for h in range(1, k + 1)]
 
 
@@ -195,17 +270,40 @@ class DistilledPool(AnnotatorPool):
         n_members: int | None = None,
         base_seed: int = 0,
         data_dir: str | os.PathLike | None = None,
-        config: JudgeConfig | None = None,
+        config: Any = None,
         name: str | None = None,
         bank: bool = True,
-        bank_holdout: bool = False,
+        bank_holdout: bool | str = "banked",
         progress: bool = False,
     ):
-        config = config if config is not None else config_for_variant(variant)
+        config = config_for_variant(variant, config)
         members = _distilled_members(config, n_members, data_dir, progress, bank=bank, bank_holdout=bank_holdout)
         p = self.default_p_label_flip if p_label_flip == -1.0 else p_label_flip
         super().__init__(members, name=name or self.default_name, p_label_flip=p, is_randomize_output_order=True,
                          base_seed=base_seed)
+        self.identity = self.identity_for(p_label_flip=p_label_flip, variant=variant, n_members=n_members,
+                                          base_seed=base_seed, data_dir=data_dir, config=config, bank=bank,
+                                          bank_holdout=bank_holdout)
+        self.judge_identity = judge_identity(config, data_dir, bank=bank)
+
+    @classmethod
+    def identity_for(cls, *, p_label_flip: float | None = -1.0, variant: str = "fast", n_members: int | None = None,
+                     base_seed: int = 0, data_dir: str | os.PathLike | None = None, config: Any = None,
+                     bank: bool = True, bank_holdout: bool | str = "banked", **_: Any) -> str:
+        """The identity a pool built with these arguments has (cheap: nothing is loaded): the judge's, plus the pool
+        semantics (members, label noise, seed, holdout)."""
+        config = config_for_variant(variant, config)
+        p = cls.default_p_label_flip if p_label_flip == -1.0 else p_label_flip
+        return digest({"judge": judge_identity(config, data_dir, bank=bank), "pool": "alpaca_farm_pool_v1",
+                       "n_members": n_members, "p_label_flip": p, "base_seed": base_seed,
+                       "bank_holdout": bank_holdout})[:16]
+
+    @classmethod
+    def judge_identity_for(cls, *, variant: str = "fast", data_dir: str | os.PathLike | None = None,
+                           config: Any = None, bank: bool = True, **_: Any) -> str:
+        """The judge under the pool semantics: ``pooled`` and ``noisy_pooled`` share it (one is the other plus label
+        noise), which is what the evaluator guard compares."""
+        return judge_identity(config_for_variant(variant, config), data_dir, bank=bank)
 
 
 class PooledJudge(DistilledPool):

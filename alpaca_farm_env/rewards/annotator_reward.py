@@ -3,11 +3,18 @@
 Following AlpacaFarm's evaluation protocol the reference (Davinci003) is output_1 and the response is output_2, so
 the reward is P(response preferred) = ``preference - 1`` (a draw is 0.5), or the annotator's probability where it
 has one. Unlabeled pairs (an unparseable completion) get 0.5 and ``info["labeled"] = False``.
+
+Seeds. With an ``episode_seed`` column (the envs pass one per episode, drawn from their seeded RNG) the annotator's
+per-example draws (label noise, pool member, output order) are keyed on ``seed + episode_seed``: a prompt visited
+again gets fresh noise. Without it (a dataset annotated once) they are keyed on the instruction and ``seed`` alone,
+as in alpaca_eval. Annotators that take one seed per call (not a pool) get one seed per batch, derived from the
+batch's episode seeds.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from ..utils import stable_hash
 from .base import BaseReward, register_reward
 
 
@@ -15,10 +22,12 @@ from .base import BaseReward, register_reward
 class AnnotatorReward(BaseReward):
     name = "annotator"
 
-    def __init__(self, annotator: Any = "noisy_pooled", seed: int = 0, use_probability: bool = False, **annotator_kwargs: Any):
-        from ..annotators import make_annotator
+    def __init__(self, annotator: Any = "noisy_pooled", seed: int = 0, use_probability: bool = False,
+                 data_dir: Any = None, **annotator_kwargs: Any):
+        from ..annotators import make_annotator, with_data_dir
 
-        self.annotator = make_annotator(annotator, **annotator_kwargs)
+        kwargs = with_data_dir(annotator, annotator_kwargs, data_dir) if isinstance(annotator, (str, type)) else annotator_kwargs
+        self.annotator = make_annotator(annotator, **kwargs)
         self.name = f"annotator:{getattr(self.annotator, 'name', annotator)}"
         self.seed = seed
         self.use_probability = use_probability
@@ -40,7 +49,8 @@ class AnnotatorReward(BaseReward):
             raise ValueError("the annotator reward needs row['reference_output'] (the env passes it)")
         instructions = row.get("instruction") or list(prompts)
         inputs = row.get("input") or [""] * n
-        anns = self.annotator.compare(instructions, inputs, row["reference_output"], list(responses), seed=self.seed)
+        anns = self.annotator.compare(instructions, inputs, row["reference_output"], list(responses),
+                                      seed=self._seeds(row.get("episode_seed"), n))
         scores, infos = [], []
         for a in anns:
             if self.use_probability and a.probability is not None:
@@ -55,3 +65,44 @@ class AnnotatorReward(BaseReward):
 
     def score(self, prompts, responses, **row):
         return self.score_with_info(prompts, responses, **row)[0]
+
+    def _seeds(self, episode_seeds: Any, n: int) -> Any:
+        if episode_seeds is None:
+            return self.seed
+        seeds = [self.seed + int(s) for s in episode_seeds]
+        if len(seeds) != n:
+            raise ValueError(f"episode_seed has {len(seeds)} values for {n} responses")
+        if getattr(self.annotator, "per_example_seeds", False):
+            return seeds
+        return stable_hash("batch", *seeds)  # one seed per call: still fresh on every visit
+
+
+def reward_is_evaluator(reward: Any, reward_kwargs: dict[str, Any] | None, evaluator: Any,
+                        evaluator_kwargs: dict[str, Any] | None = None, data_dir: Any = None) -> bool:
+    """True when the reward backend would judge with the evaluator's judge: an annotator reward whose annotator has
+    the evaluator's judgment identity (``annotators.judgment_identity``: same artifacts and data, label noise aside,
+    so ``reward="annotator"`` with its default ``noisy_pooled`` *is* the ``pooled`` evaluator). Names do not matter:
+    a renamed or path-given copy of the evaluator is caught, and an unrelated annotator with a similar name is not."""
+    from ..annotators import judgment_identity, with_data_dir
+    from .base import REWARDS
+
+    if evaluator is None or reward is None:
+        return False
+    if isinstance(reward, AnnotatorReward):
+        mine = _instance_judgment(reward.annotator)
+    else:
+        target = REWARDS.resolve(reward) if isinstance(reward, (str, type)) else None
+        if not (isinstance(target, type) and issubclass(target, AnnotatorReward)):
+            return False
+        kw = {k: v for k, v in (reward_kwargs or {}).items() if k not in ("seed", "use_probability")}
+        spec = kw.pop("annotator", "noisy_pooled")
+        mine = _instance_judgment(spec) if not isinstance(spec, (str, type)) else judgment_identity(spec, **with_data_dir(spec, kw, data_dir))
+    if isinstance(evaluator, (str, type)):
+        theirs = judgment_identity(evaluator, **with_data_dir(evaluator, dict(evaluator_kwargs or {}), data_dir))
+    else:
+        theirs = _instance_judgment(evaluator)
+    return mine == theirs
+
+
+def _instance_judgment(annotator: Any) -> str:
+    return str(getattr(annotator, "judge_identity", None) or getattr(annotator, "identity", None) or id(annotator))
