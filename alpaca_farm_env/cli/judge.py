@@ -25,13 +25,20 @@ def add_parser(sub) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=run_train)
 
-    e = jsub.add_parser("eval", help="leave-one-model-out agreement, win-rate MAE and Spearman vs GPT-4")
+    e = jsub.add_parser("eval", help="fidelity to GPT-4: agreement, win-rate MAE and Spearman, with 'longer wins' beside")
     add_data_dir_arg(e)
-    e.add_argument("--models", nargs="*", default=None, help="evaluate over these annotated models (default: all)")
-    e.add_argument("--max-pairs", type=int, default=None, help="at most this many pairs per model")
+    e.add_argument("--protocol", default="lomo", choices=["lomo", "lio", "crossannotation"],
+                   help="lomo: leave-one-model-out on the eval instructions (default); lio: leave-instruction-out "
+                        "folds, the judge on instructions it never saw (as on RL training prompts); crossannotation: "
+                        "the packaged judges on the cross-annotation pairs outside the eval set, 8 GPT-4 labels each")
+    e.add_argument("--models", nargs="*", default=None, help="lomo/lio: over these annotated models (default: all)")
+    e.add_argument("--max-pairs", type=int, default=None, help="lomo/lio: at most this many pairs per model")
     e.add_argument("--heads", default="bank,global",
-                   help="comma-separated: bank (answer-bank heads: how the judge scores the eval instructions), "
+                   help="lomo: comma-separated: bank (answer-bank heads: how the judge scores the eval instructions), "
                         "global (global head: any other instruction; embeds every output once, ~15 min cold)")
+    e.add_argument("--folds", type=int, default=5, help="lio: number of instruction folds (default 5)")
+    e.add_argument("--annotators", default=",".join(("distilled_gpt4", "pooled")),
+                   help="crossannotation: comma-separated annotator names (default: distilled_gpt4,pooled)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=run_eval)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -91,31 +98,112 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
-    from ..judge.config import JudgeConfig
-    from ..judge.evaluation import evaluate_lomo
+    from ..utils import json_safe
 
-    heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
-    res = evaluate_lomo(args.data_dir, JudgeConfig(), models=args.models or None, max_pairs_per_model=args.max_pairs,
-                        heads=heads, progress=not args.json)
+    if args.protocol == "lio":
+        from ..judge.evaluation import evaluate_leave_instruction_out
+
+        res = evaluate_leave_instruction_out(args.data_dir, _config(args), n_folds=args.folds, progress=not args.json)
+        printer = _print_lio
+    elif args.protocol == "crossannotation":
+        from ..judge.evaluation import evaluate_cross_annotation
+
+        names = [a.strip() for a in args.annotators.split(",") if a.strip()]
+        res = evaluate_cross_annotation(args.data_dir, names, progress=not args.json)
+        printer = _print_crossannotation
+    else:
+        from ..judge.config import JudgeConfig
+        from ..judge.evaluation import evaluate_lomo
+
+        heads = tuple(h.strip() for h in args.heads.split(",") if h.strip())
+        res = evaluate_lomo(args.data_dir, JudgeConfig(), models=args.models or None,
+                            max_pairs_per_model=args.max_pairs, heads=heads, progress=not args.json)
+        printer = _print_lomo
     if args.json:
-        print(json.dumps(res, indent=2))
-        return 0
-    print(f"{res['protocol']}: {len(res['models'])} models, {res['n_pairs']} pairs")
-    keys = list(res["heads"]) + ["longer"]
+        print(json.dumps(json_safe(res), indent=2))
+    else:
+        printer(res)
+    return 0
+
+
+_LABELS = {"bank": "distilled_gpt4, bank", "global": "distilled_gpt4, global", "judge": "distilled_gpt4 (global)",
+           "longer": "longer wins"}
+
+
+def _print_per_model(res, keys) -> None:
     print(f"{'model':<24} {'GPT-4':>6} " + " ".join(f"{k:>7} {'cal':>5}" for k in keys) + " "
           + " ".join(f"{k[:6] + '.agr':>11}" for k in keys))
     for m, v in sorted(res["per_model"].items(), key=lambda kv: -kv[1]["gpt4_win_rate"]):
         print(f"{m:<24} {v['gpt4_win_rate']:6.1f} "
               + " ".join(f"{v[k + '_win_rate']:7.1f} {v[k + '_calibrated_win_rate']:5.1f}" for k in keys) + " "
               + " ".join(f"{100 * v[k + '_agreement']:11.1f}" for k in keys))
+
+
+def _print_summary(res, keys, title) -> None:
     s = res["summary"]
-    labels = {"bank": "distilled_gpt4, bank", "global": "distilled_gpt4, global", "longer": "longer wins"}
-    print()
-    print(f"{'(leave-one-model-out)':<24} {'agree%':>7} {'agree% [20,60]':>15} {'MAE':>6} {'Spearman':>9} {'MAE cal':>8} {'Sp. cal':>8}")
+    print(f"{title:<24} {'agree%':>7} {'agree% [20,60]':>15} {'MAE':>6} {'Spearman':>9} {'MAE cal':>8} {'Sp. cal':>8} "
+          f"{'longer%':>8}")
     for key in keys:
         v = s[key]
-        print(f"{labels[key]:<24} {100 * v['agreement']:7.1f} {100 * v['agreement_mid']:15.1f} {v['mae']:6.1f} "
-              f"{v['spearman']:9.2f} {v['mae_calibrated']:8.1f} {v['spearman_calibrated']:8.2f}")
+        print(f"{_LABELS[key]:<24} {100 * v['agreement']:7.1f} {100 * v['agreement_mid']:15.1f} {v['mae']:6.1f} "
+              f"{v['spearman']:9.2f} {v['mae_calibrated']:8.1f} {v['spearman_calibrated']:8.2f} "
+              f"{100 * v['prefers_longer']:8.1f}")
     print(f"[20,60] models: {', '.join(res['mid_range_models']) or '(none)'}; 'cal' = line from logit(predicted) to "
-          "logit(GPT-4 win-rate) fitted on the other models (cross-fitted)")
-    return 0
+          "logit(GPT-4 win-rate) fitted on the other models (cross-fitted); longer% = how often it picks the longer "
+          "output")
+
+
+def _print_lomo(res) -> None:
+    print(f"{res['protocol']}: {len(res['models'])} models, {res['n_pairs']} pairs")
+    keys = list(res["heads"]) + ["longer"]
+    _print_per_model(res, keys)
+    print()
+    _print_summary(res, keys, "(leave-one-model-out)")
+
+
+def _print_lio(res) -> None:
+    print(f"{res['protocol']}: {len(res['models'])} models, {res['n_instructions']} instructions, {res['n_pairs']} "
+          f"pairs, {res['seconds']:.0f} s")
+    keys = ["judge", "longer"]
+    _print_per_model(res, keys)
+    print()
+    print(f"{'fold':>4} {'instr.':>7} {'held-out':>9} {'train':>7} {'synth.':>7} {'in train/bank':>14} {'scored by':>16} "
+          f"{'agree%':>7} {'lng.agr%':>8} {'s':>6}")
+    for f in res["folds"]:
+        by = ", ".join(f"{k} {v}" for k, v in sorted(f["scored_by"].items()))
+        print(f"{f['fold']:>4} {f['n_instructions_held_out']:>7} {f['n_pairs_held_out']:>9} {f['n_pairs_train']:>7} "
+              f"{f['n_synthetic_train']:>7} {f['held_out_in_training']:>6}/{f['held_out_in_bank']:<7} {by:>16} "
+              f"{100 * f['agreement']:7.1f} {100 * f['longer_agreement']:8.1f} {f['seconds']:6.0f}")
+    print()
+    _print_summary(res, keys, "(leave-instruction-out)")
+    print(f"GPT-4 picks the longer output in {100 * res['gpt4_prefers_longer']:.1f}% of the pairs")
+    for name, t in res["targets"].items():
+        print(f"target {name}: {t['value']:.2f} (>= {t['target']}): {'met' if t['met'] else 'NOT met'}")
+
+
+def _print_crossannotation(res) -> None:
+    print(f"{res['protocol']}: {res['n_outside_eval']} of {res['n_pairs']} pairs outside the eval set "
+          f"({res['n_outside_in_training']} of their instructions in the judges' training pairs); {res['seconds']:.0f} s")
+    print(f"GPT-4 files: {', '.join(res['files'])}")
+    for subset, title in (("outside_eval", "outside the eval set (global head)"),
+                          ("inside_eval", "on eval instructions (bank heads, pair's outputs hidden; context)")):
+        r = res["subsets"][subset]
+        print()
+        print(f"{r['n_pairs']} pairs {title}; {r['n_majority_ties']} majority ties (4-4) excluded from 'vs majority'")
+        print(f"{'judge':<24} {'vs majority%':>13} {'vs LOO maj. of 7%':>18} {'vs single%':>11} {'longer%':>8}  scored by")
+        g = r["gpt4"]
+        print(f"{'GPT-4 (one annotation)':<24} {'':>13} {100 * g['agreement_loo_majority']:18.1f} "
+              f"{100 * g['agreement_single']:11.1f} {100 * g['prefers_longer']:8.1f}")
+        for name in list(res["judges"]) + ["longer"]:
+            v = r[name]
+            by = ", ".join(f"{k} {n}" for k, n in sorted(v.get("scored_by", {}).items()))
+            print(f"{_LABELS.get(name, name) if name == 'longer' else name:<24} {100 * v['agreement_majority']:13.1f} "
+                  f"{100 * v['agreement_loo_majority']:18.1f} {100 * v['agreement_single']:11.1f} "
+                  f"{100 * v['prefers_longer']:8.1f}  {by}")
+    print()
+    print("vs majority: GPT-4's majority of 8 labels; vs LOO maj. of 7: mean over the 8 annotations of agreement with the "
+          "majority of the other 7 (the GPT-4 row is a single annotation against it); vs single: mean agreement with "
+          "one GPT-4 annotation (GPT-4 row: two annotations with each other)")
+    for name, t in res["targets"].items():
+        print(f"target {name}: agreement over longer {t['agreement_over_longer']:.2f} points (>= {t['target']}): "
+              f"{'met' if t['met'] else 'NOT met'}")
