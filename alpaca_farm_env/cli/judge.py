@@ -88,7 +88,10 @@ def run_train(args) -> int:
     if bank is None:
         print("answer bank: none (no GPT-4 annotation files in the data dir); the global head judges every instruction")
         return 0
-    bart, bpath = get_bank_heads(config, bank, retrain=args.force, progress=True)
+    from ..judge.config import data_fingerprint
+
+    bart, bpath = get_bank_heads(config, bank, data_fingerprint(args.data_dir, config.models), retrain=args.force,
+                                 progress=True)
     bm = bart.meta
     print(f"bank heads: {bpath}")
     print(f"  answer bank: {bm['bank_entries']} labelled answers (references included) on {bm['bank_instructions']} "
