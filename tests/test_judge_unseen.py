@@ -122,6 +122,9 @@ def test_lio_result_keys_ranges_and_longer_baseline(small, lio):
             assert 0.0 <= v[f"{key}_win_rate"] <= 100.0 and 0.0 <= v[f"{key}_agreement"] <= 1.0
     assert set(lio["targets"]) == {"agreement_over_longer", "agreement_mid_over_longer", "spearman"}
     assert all(isinstance(t["met"], bool) for t in lio["targets"].values())
+    gain, s = lio["targets"]["agreement_over_longer"], lio["summary"]
+    assert gain["value"] == pytest.approx(100 * (s["judge"]["agreement"] - s["longer"]["agreement"]), abs=1e-9)
+    assert gain["se"] > 0 and lio["targets"]["spearman"]["value"] == s["judge"]["spearman"]
     # "longer wins" independently: the `longer` annotator on the same pairs, agreement counted by hand
     longer = LongerWinsAnnotator().compare([r["instruction"] for r in rows], [r["input"] for r in rows],
                                            [r["output_1"] for r in rows], [r["output_2"] for r in rows])
@@ -217,4 +220,6 @@ def test_cross_annotation_pairs_outside_the_eval_set_and_a_judge_report(data_dir
     g = out["gpt4"]
     assert 0.5 < g["agreement_single"] < g["agreement_loo_majority"] < 1.0
     t = res["targets"]["shorter"]
-    assert t["met"] is False and t["agreement_over_longer"] < 0
+    assert t["met"] is False and t["se"] > 0
+    assert t["agreement_over_longer"] == pytest.approx(
+        100 * (out["shorter"]["agreement_majority"] - out["longer"]["agreement_majority"]), abs=1e-9)

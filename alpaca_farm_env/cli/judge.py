@@ -181,7 +181,8 @@ def _print_lio(res) -> None:
     _print_summary(res, keys, "(leave-instruction-out)")
     print(f"GPT-4 picks the longer output in {100 * res['gpt4_prefers_longer']:.1f}% of the pairs")
     for name, t in res["targets"].items():
-        print(f"target {name}: {t['value']:.2f} (>= {t['target']}): {'met' if t['met'] else 'NOT met'}")
+        se = f" +- {t['se']:.2f} (s.e., paired, clustered by instruction)" if "se" in t else ""
+        print(f"target {name}: {t['value']:.2f}{se} (>= {t['target']}): {'met' if t['met'] else 'NOT met'}")
 
 
 def _print_crossannotation(res) -> None:
@@ -208,5 +209,5 @@ def _print_crossannotation(res) -> None:
           "majority of the other 7 (the GPT-4 row is a single annotation against it); vs single: mean agreement with "
           "one GPT-4 annotation (GPT-4 row: two annotations with each other)")
     for name, t in res["targets"].items():
-        print(f"target {name}: agreement over longer {t['agreement_over_longer']:.2f} points (>= {t['target']}): "
-              f"{'met' if t['met'] else 'NOT met'}")
+        print(f"target {name}: agreement over longer {t['agreement_over_longer']:.2f} +- {t['se']:.2f} points (s.e., "
+              f"paired; vs majority) (>= {t['target']}): {'met' if t['met'] else 'NOT met'}")

@@ -101,6 +101,30 @@ def _length_split(pref: np.ndarray, gpt4_pref: np.ndarray, longer: np.ndarray) -
     }
 
 
+def _gain_over(pref: np.ndarray, base: np.ndarray, gpt4_pref: np.ndarray, clusters: Sequence[Any] | None = None) -> dict:
+    """Agreement of ``pref`` minus that of ``base`` (points), on GPT-4's non-draw rows, with its standard error: the
+    two are scored on the same pairs (paired), and pairs on one instruction are one cluster when ``clusters`` (e.g.
+    the prompts) is given, since they share the instruction's difficulty."""
+    mask = (gpt4_pref == 1.0) | (gpt4_pref == 2.0)
+
+    def hits(p):
+        return np.where(p[mask] == 1.5, 0.5, (p[mask] == gpt4_pref[mask]).astype(float))
+
+    d = hits(pref) - hits(base)
+    n = len(d)
+    if n < 2:
+        return {"points": float("nan") if n == 0 else 100 * float(d[0]), "se": float("nan")}
+    mean = float(d.mean())
+    if clusters is None:
+        se = float(d.std(ddof=1) / np.sqrt(n))
+    else:
+        _, inv = np.unique(np.asarray(clusters, dtype=object)[mask].astype(str), return_inverse=True)
+        tot, cnt = np.bincount(inv, weights=d), np.bincount(inv).astype(float)
+        c = len(tot)
+        se = float(np.sqrt(c / max(c - 1, 1) * np.sum((tot - mean * cnt) ** 2)) / n)
+    return {"points": 100 * mean, "se": 100 * se}
+
+
 def _model_report(
     by_model: dict[str, Sequence[int]], prefs: dict[str, np.ndarray], keys: Sequence[str], gpt4_pref: np.ndarray
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]], list[str]]:
@@ -345,11 +369,14 @@ def evaluate_leave_instruction_out(
         })
     keys = ["judge", "longer"]
     per_model, summary, mid = _model_report(by_model, prefs, keys, gpt4_pref)
-    j, lg = summary["judge"], summary["longer"]
+    mid_idx = np.flatnonzero(np.isin([r["model"] for r in rows], mid))
+    gain = _gain_over(prefs["judge"], prefs["longer"], gpt4_pref, prompts)
+    gain_mid = _gain_over(prefs["judge"][mid_idx], prefs["longer"][mid_idx], gpt4_pref[mid_idx],
+                          [prompts[i] for i in mid_idx])
     targets = {
-        "agreement_over_longer": 100 * (j["agreement"] - lg["agreement"]),
-        "agreement_mid_over_longer": 100 * (j["agreement_mid"] - lg["agreement_mid"]),
-        "spearman": j["spearman"],
+        "agreement_over_longer": {"value": gain["points"], "se": gain["se"]},
+        "agreement_mid_over_longer": {"value": gain_mid["points"], "se": gain_mid["se"]},
+        "spearman": {"value": summary["judge"]["spearman"]},
     }
     return {
         "protocol": f"leave-instruction-out, {n_folds} folds of the annotated instructions (stable hash); a held-out "
@@ -362,7 +389,8 @@ def evaluate_leave_instruction_out(
         "mid_range_models": mid,
         "gpt4_prefers_longer": _agreement(gpt4_pref, prefs["longer"])[0],
         "summary": summary,
-        "targets": {k: {"value": v, "target": UNSEEN_TARGETS[k], "met": bool(v >= UNSEEN_TARGETS[k])}
+        # se: paired, clustered by instruction (points of agreement)
+        "targets": {k: {**v, "target": UNSEEN_TARGETS[k], "met": bool(v["value"] >= UNSEEN_TARGETS[k])}
                     for k, v in targets.items()},
         "folds": folds,
         "per_model": per_model,
@@ -526,11 +554,13 @@ def evaluate_cross_annotation(
         for name in judges:
             rep[name]["scored_by"] = scored_by[name][subset]
         subsets[subset] = rep
-    out = subsets["outside_eval"]
-    targets = {name: {"agreement_over_longer": 100 * (out[name]["agreement_majority"] - out["longer"]["agreement_majority"]),
-                      "target": UNSEEN_TARGETS["agreement_over_longer"]} for name in judges}
-    for t in targets.values():
-        t["met"] = bool(t["agreement_over_longer"] >= t["target"])
+    maj = majority_label(labels_[outside])
+    targets = {}
+    for name in judges:  # against GPT-4's majority (ties excluded), paired standard error (one pair per instruction)
+        gain = _gain_over(prefs[name][outside], prefs["longer"][outside], maj)
+        targets[name] = {"agreement_over_longer": gain["points"], "se": gain["se"],
+                         "target": UNSEEN_TARGETS["agreement_over_longer"],
+                         "met": bool(gain["points"] >= UNSEEN_TARGETS["agreement_over_longer"])}
     return {
         "protocol": "AlpacaFarm cross-annotation pairs outside the eval set, each judged by GPT-4 8 times "
                     "(configs gpt4_b1 and gpt4_b5, seeds 0-3); majority ties excluded",
