@@ -4,6 +4,9 @@
   episode); ``gym.make_vec("AlpacaFarm-v0", num_envs=N)`` -> :class:`~alpaca_farm_env.envs.vector_env.AlpacaFarmVectorEnv`
   (one batched reward call per step, same-step autoreset).
 * ``AlpacaFarmToken-v0`` -> :class:`~alpaca_farm_env.envs.token_env.AlpacaFarmTokenEnv` (one token per step).
+* ``AlpacaFarmPairwise-v0`` -> :class:`~alpaca_farm_env.envs.pairwise_env.AlpacaFarmPairwiseEnv` (a pair of responses
+  in, the annotator's preference out); ``gym.make_vec`` -> ``AlpacaFarmPairwiseVectorEnv`` (one annotation call per
+  step).
 
 ``gym.make("alpaca_farm_env:AlpacaFarm-v0")`` imports the package and registers them on the fly.
 """
@@ -15,6 +18,7 @@ import gymnasium
 
 TEXT_ENV_ID = "AlpacaFarm-v0"
 TOKEN_ENV_ID = "AlpacaFarmToken-v0"
+PAIRWISE_ENV_ID = "AlpacaFarmPairwise-v0"
 
 
 def _register() -> None:
@@ -26,6 +30,12 @@ def _register() -> None:
         )
     if TOKEN_ENV_ID not in gymnasium.registry:
         gymnasium.register(id=TOKEN_ENV_ID, entry_point="alpaca_farm_env.envs.token_env:AlpacaFarmTokenEnv")
+    if PAIRWISE_ENV_ID not in gymnasium.registry:
+        gymnasium.register(
+            id=PAIRWISE_ENV_ID,
+            entry_point="alpaca_farm_env.envs.pairwise_env:AlpacaFarmPairwiseEnv",
+            vector_entry_point="alpaca_farm_env.envs.pairwise_env:AlpacaFarmPairwiseVectorEnv",
+        )
 
 
 _register()
@@ -34,6 +44,8 @@ _LAZY = {
     "AlpacaFarmEnv": "text_env",
     "AlpacaFarmVectorEnv": "vector_env",
     "AlpacaFarmTokenEnv": "token_env",
+    "AlpacaFarmPairwiseEnv": "pairwise_env",
+    "AlpacaFarmPairwiseVectorEnv": "pairwise_env",
     "UnicodeText": "spaces",
     "clear_reward_cache": "source",
 }
@@ -47,4 +59,4 @@ def __getattr__(name: str) -> Any:  # lazy: `from alpaca_farm_env.envs import Al
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["TEXT_ENV_ID", "TOKEN_ENV_ID", *_LAZY]
+__all__ = ["TEXT_ENV_ID", "TOKEN_ENV_ID", "PAIRWISE_ENV_ID", *_LAZY]

@@ -50,7 +50,7 @@ class AnnotatorReward(BaseReward):
         instructions = row.get("instruction") or list(prompts)
         inputs = row.get("input") or [""] * n
         anns = self.annotator.compare(instructions, inputs, row["reference_output"], list(responses),
-                                      seed=self._seeds(row.get("episode_seed"), n))
+                                      seed=self.seeds_for(row.get("episode_seed"), n))
         scores, infos = [], []
         for a in anns:
             if self.use_probability and a.probability is not None:
@@ -66,7 +66,9 @@ class AnnotatorReward(BaseReward):
     def score(self, prompts, responses, **row):
         return self.score_with_info(prompts, responses, **row)[0]
 
-    def _seeds(self, episode_seeds: Any, n: int) -> Any:
+    def seeds_for(self, episode_seeds: Any, n: int) -> Any:
+        """The ``seed`` argument of ``compare`` for ``n`` pairs: this reward's seed, plus one episode seed per pair when
+        given (per-row seeds for a pool, one derived seed for other annotators)."""
         if episode_seeds is None:
             return self.seed
         seeds = [self.seed + int(s) for s in episode_seeds]
