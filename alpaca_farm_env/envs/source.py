@@ -137,6 +137,14 @@ class EpisodeSource:
                 TrainingOnTestSetWarning, stacklevel=3)
 
     @property
+    def demonstrations(self) -> list[dict[str, str]]:
+        """The split's demonstration rows in the env's selection: ``instruction``, ``input``, ``prompt`` (the
+        AlpacaFarm template) and ``output`` (the split's reference output; on ``sft``, the supervised target). This is
+        how supervised methods read their data through the env (never from the data dir)."""
+        return [{"instruction": r["instruction"], "input": r["input"], "prompt": r["prompt"],
+                 "output": r["reference_output"]} for r in self.rows]
+
+    @property
     def reward_backend(self) -> Any:
         """The reward backend, built on first use (heavy models load here, not in ``__init__``)."""
         if self._backend is None:

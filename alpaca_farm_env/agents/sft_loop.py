@@ -1,0 +1,219 @@
+"""The supervised fine-tuning loop every SFT-style method shares (SFT, expert iteration, binary FeedME, binary reward
+conditioning): token cross-entropy on the output and EOS only, written once.
+
+Data transformation (tatsu-lab/alpaca_farm ``src/alpaca_farm/data_preprocessor.py``, ``preprocess_for_sft``): the
+source (the formatted prompt) and the target (the output followed by the EOS token) are tokenized, concatenated,
+truncated to ``max_length``, and the labels of the source positions are ``-100`` (:func:`sft_example`). Batches pad
+on the right ("longest"); pad positions carry label ``-100`` and attention 0.
+
+Recipe (``examples/scripts/sft.sh``): AdamW, lr 2e-5, cosine schedule with 3% warm-up, weight decay 0, 3 epochs,
+effective batch 128, max length 512 -- :class:`SFTConfig`'s defaults; presets shrink them. Full fine-tuning, or LoRA
+on the attention and MLP projections (peft) when ``lora_r > 0``.
+
+Robustness: a checkpoint (model or adapter, optimizer, scheduler, step, RNG) every ``save_steps`` optimizer steps,
+replaced atomically; a rerun with the same ``output_dir`` resumes from it. Per-step metrics go to
+``<output_dir>/metrics.csv``; a progress bar shows the loss.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..utils import digest, stable_hash
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class SFTConfig:
+    """Hyper-parameters of :func:`train_sft`, named as in Hugging Face ``TrainingArguments``. Defaults: AlpacaFarm's
+    ``examples/scripts/sft.sh`` (3 epochs, lr 2e-5, cosine, warmup ratio 0.03, weight decay 0, batch 128, max
+    length 512)."""
+
+    num_train_epochs: float = 3.0
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 16  # 8 x 16 = 128 on one device
+    max_length: int = 512
+    max_grad_norm: float = 1.0
+    lora_r: int = 0  # 0: full fine-tuning; > 0: LoRA of this rank (alpha = 2r, dropout 0.05)
+    save_steps: int = 50
+    seed: int = 42  # sft.sh
+    max_steps: int | None = None  # cap on optimizer steps (a tiny preset or a test)
+
+
+def sft_example(tokenizer: Any, prompt: str, output: str, max_length: int) -> dict[str, list[int]]:
+    """``input_ids`` and ``labels`` of one demonstration: prompt tokens masked (-100), output + EOS learned."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("SFT needs a tokenizer with an EOS token (the target is output + EOS)")
+    source = tokenizer(prompt).input_ids
+    target = tokenizer(output, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    ids = (source + target)[:max_length]
+    labels = ([IGNORE_INDEX] * len(source) + target)[:max_length]
+    return {"input_ids": ids, "labels": labels}
+
+
+def collate(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example; pads are ignored by the loss and masked from attention."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[i, :n] = torch.tensor(e["input_ids"])
+        labels[i, :n] = torch.tensor(e["labels"])
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def examples_key(pairs: Sequence[tuple[str, str]]) -> str:
+    """A digest of (prompt, output) pairs: with the config and the start model, what determines a trained model."""
+    return digest([list(p) for p in pairs])[:16]
+
+
+def train_sft(
+    policy: Any,
+    pairs: Sequence[tuple[str, str]],
+    config: SFTConfig,
+    output_dir: str | os.PathLike,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``policy`` (a :class:`~alpaca_farm_env.models.Policy`) in place on ``(prompt, output)`` pairs and
+    save the result to ``<output_dir>/model``; returns the training summary (also ``<output_dir>/summary.json``).
+
+    A finished ``output_dir`` is loaded instead of trained again; an interrupted one resumes from its checkpoint.
+    """
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not pairs:
+        raise ValueError("train_sft needs at least one (prompt, output) pair")
+    summary_path = out / "summary.json"
+    if summary_path.is_file() and (out / "model").is_dir():
+        _load_weights(policy, out / "model", config)
+        return json.loads(summary_path.read_text())
+
+    tok, model = policy.tokenizer, policy.model
+    if config.lora_r > 0:
+        model = policy.model = _with_lora(model, config)
+    examples = [sft_example(tok, p, o, config.max_length) for p, o in pairs]
+    n_batches = math.ceil(len(examples) / config.per_device_batch_size)
+    steps_per_epoch = max(1, math.ceil(n_batches / config.gradient_accumulation_steps))
+    total = math.ceil(steps_per_epoch * config.num_train_epochs)
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(config.warmup_ratio * total), total)
+    step, losses = 0, []
+    ckpt = out / "checkpoint"
+    if (ckpt / "state.pt").is_file():  # resume after a kill
+        state = torch.load(ckpt / "state.pt", weights_only=False)
+        model.load_state_dict(state["model"], strict=False)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+    metrics = open(out / "metrics.csv", "a", newline="", encoding="utf-8")
+    writer = csv.writer(metrics)
+    if step == 0:
+        metrics.truncate(0)
+        writer.writerow(["step", "epoch", "loss", "learning_rate"])
+    model.train()
+    bar = tqdm(total=total, initial=step, desc="sft", unit="step", disable=not progress)
+    try:
+        while step < total:
+            epoch = step // steps_per_epoch
+            order = sorted(range(len(examples)), key=lambda i: stable_hash("sft-order", config.seed, epoch, i))
+            batches = [order[i : i + config.per_device_batch_size] for i in range(0, len(order), config.per_device_batch_size)]
+            first = (step % steps_per_epoch) * config.gradient_accumulation_steps
+            for g in range(first, len(batches), config.gradient_accumulation_steps):
+                group = batches[g : g + config.gradient_accumulation_steps]
+                n_tokens = sum(sum(t != IGNORE_INDEX for t in examples[i]["labels"]) for b in group for i in b)
+                loss_sum = 0.0
+                for b in group:
+                    batch = {k: v.to(policy.device) for k, v in collate([examples[i] for i in b], tok.pad_token_id).items()}
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    # token-level mean over the whole accumulated group: every learned token weighs the same
+                    loss = torch.nn.functional.cross_entropy(
+                        logits[:, :-1].float().reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+                        ignore_index=IGNORE_INDEX, reduction="sum") / max(1, n_tokens)
+                    loss.backward()
+                    loss_sum += float(loss.detach())
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                losses.append(loss_sum)
+                writer.writerow([step, f"{step / steps_per_epoch:.4f}", f"{loss_sum:.6f}", f"{sched.get_last_lr()[0]:.3e}"])
+                metrics.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum:.3f}")
+                if step % config.save_steps == 0 or step == total:
+                    _save_checkpoint(ckpt, model, opt, sched, step)
+                if step >= total:
+                    break
+    finally:
+        bar.close()
+        metrics.close()
+    model.eval()
+    if config.lora_r > 0:
+        model = policy.model = model.merge_and_unload()  # a plain model again: generation and saving as before
+    _save_model(policy, out / "model")
+    summary = {"steps": step, "examples": len(examples), "first_loss": losses[0] if losses else None,
+               "last_loss": losses[-1] if losses else None, "config": asdict(config)}
+    from ..utils import atomic_write_text
+
+    atomic_write_text(summary_path, json.dumps(summary, indent=1))
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return summary
+
+
+def _with_lora(model: Any, config: SFTConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    targets = [n for n in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+               if any(name.endswith(n) for name, _ in model.named_modules())]
+    return get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, lora_dropout=0.05,
+                                            target_modules=targets or None, task_type="CAUSAL_LM"))
+
+
+def _save_checkpoint(ckpt: Path, model: Any, opt: Any, sched: Any, step: int) -> None:
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "step": step, "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    os.replace(tmp, ckpt)  # a kill leaves either the old checkpoint or the new one, never half of one
+
+
+def _save_model(policy: Any, folder: Path) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    policy.model.save_pretrained(tmp)
+    policy.tokenizer.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def _load_weights(policy: Any, folder: Path, config: SFTConfig) -> None:
+    from transformers import AutoModelForCausalLM
+
+    trained = AutoModelForCausalLM.from_pretrained(str(folder), dtype=policy.model.dtype)
+    policy.model = trained.to(policy.device).eval()
