@@ -47,6 +47,9 @@ class BenchmarkConfig:
     compare_to: str | None = None  # a method whose outputs are a second baseline column (tiny: "sft")
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: {"sft": {}, "best_of_n": {"n": 4}})
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    # the shared pipeline stages (benchmark/pipeline.py): "sft" (SFTConfig fields), "preferences" (collection
+    # config fields), "reward_model" (reward-model training fields); empty = the paper's defaults
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs_root: str = "runs"
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,7 +76,7 @@ class BenchmarkConfig:
             if not isinstance(methods, dict) or not all(isinstance(v, (dict, type(None))) for v in methods.values()):
                 raise ConfigError(f"{source}: 'methods' must map method names to keyword arguments")
             data["methods"] = {k: dict(v or {}) for k, v in methods.items()}
-        for key in ("policy_kwargs", "annotator_kwargs"):
+        for key in ("policy_kwargs", "annotator_kwargs", "stages"):
             if data.get(key) is None:
                 data.pop(key, None)
         cfg = cls(**data, generation=GenerationConfig(**gen))
@@ -96,8 +99,9 @@ class BenchmarkConfig:
         if self.policy is not None and not isinstance(self.policy, str):
             raise bad("policy", f"expected a policy spec string (a preset name, a folder or a hub id) or null, "
                       f"got {self.policy!r} ({type(self.policy).__name__})")
-        for key in ("policy_kwargs", "annotator_kwargs"):
+        for key in ("policy_kwargs", "annotator_kwargs", "stages"):
             _check_type(getattr(self, key), dict, key, source)
+        _check_stages(self.stages, source)
         if self.reference not in REFERENCES:
             raise bad("reference", f"unknown reference {self.reference!r}; choose one of {sorted(REFERENCES)}")
         if self.n_eval is not None:
@@ -128,6 +132,20 @@ class BenchmarkConfig:
             if kw.get("reward_kwargs") is not None:
                 _check_type(kw["reward_kwargs"], dict, f"methods.{method}.reward_kwargs", source)
         return self
+
+
+STAGE_NAMES = ("sft", "preferences", "reward_model")
+
+
+def _check_stages(stages: dict[str, Any], source: str) -> None:
+    from ..agents.sft_loop import SFTConfig
+
+    for name, fields in stages.items():
+        if name not in STAGE_NAMES:
+            raise ConfigError(f"{source}: stages: unknown stage {name!r}; known: {list(STAGE_NAMES)}")
+        _check_type(fields, dict, f"stages.{name}", source)
+        if name == "sft":
+            _check_keys(fields, SFTConfig, source, "stages.sft.")
 
 
 def _field_names(cls: type) -> list[str]:

@@ -18,14 +18,16 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingOnTestSetWarning
 from ..utils import accepts_kwarg, atomic_write_text, digest, file_lock, json_safe
 from .config import BenchmarkConfig, eval_subset
-from .evaluation import LazyAnnotator, annotate_pairs, fold_instruction, match_outputs, to_alpaca_eval_layout
+from .evaluation import LazyAnnotator, annotate_pairs, to_alpaca_eval_layout
+from .pipeline import Pipeline, make_env
 
 REFERENCE_NAME = "Davinci003"
 
@@ -43,6 +45,7 @@ class MethodResult:
     n_generations_cached: int = 0
     n_annotations_cached: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -118,27 +121,22 @@ def run_benchmark(
 
 def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data_dir, progress: bool,
             log: Callable[[str], None], evaluator_kwargs: dict[str, Any], evaluator_id: str) -> dict[str, Any]:
-    from tqdm.auto import tqdm
 
     from ..agents import AGENTS
     from ..annotators import make_annotator
-    from ..data import load_eval_set
     from ..metrics import win_rate
     from . import leaderboard, report
 
     atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    rows = eval_subset(load_eval_set(cfg.reference, data_dir), cfg.n_eval, cfg.subset_seed)
+    # the eval instructions come through the env too: its rows, then the stratified subset of their positions
+    eval_env = make_env({"id": "AlpacaFarm-v0", "split": "eval", "reference": cfg.reference, "reward": "length",
+                         "shuffle": False}, data_dir)
+    rows = eval_subset(eval_env.unwrapped.rows, cfg.n_eval, cfg.subset_seed)
     log(f"run dir {run_dir}: {len(rows)} eval instructions, methods {', '.join(cfg.methods)}, evaluator {cfg.annotator}")
-
-    policy_cache: dict[str, Any] = {}
-
-    def shared_policy():  # one policy for all methods, loaded only if something must be generated
-        if "p" not in policy_cache:
-            from ..models import load_policy
-
-            log(f"loading policy {cfg.policy!r}")
-            policy_cache["p"] = load_policy(cfg.policy, **cfg.policy_kwargs)
-        return policy_cache["p"]
+    pipeline = Pipeline(cfg, run_dir, data_dir, progress, log)
+    # the evaluator is the eval env's reward: P(the response beats Davinci003), so a method's mean episode return
+    # *is* its win-rate; noise-free and keyed on the instruction (alpaca_eval's semantics), never per episode
+    eval_reward = {"annotator": cfg.annotator, **evaluator_kwargs, "seed": cfg.annotator_seed, "per_episode": False}
 
     evaluator = None
     outputs: dict[str, list[str]] = {}
@@ -146,55 +144,41 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
     for method in cfg.methods:
         mdir = run_dir / method
         mdir.mkdir(exist_ok=True)
-        kwargs = _agent_kwargs(cfg, method, factories[method])
+        factory = factories[method]
+        kwargs = _agent_kwargs(cfg, method, factory)
         settings = {"policy": cfg.policy, **{k: v for k, v in kwargs.items() if k != "evaluator"}}
-        gen_key = digest({"method": method, "agent": cfg.methods[method].get("agent", method), **settings})[:16]
+        stage_keys = _stage_keys(pipeline, factory, cfg.methods[method])
+        gen_key = digest({"method": method, "agent": cfg.methods[method].get("agent", method), **settings,
+                          "stages": stage_keys})[:16]
         cache = mdir / "generations.jsonl"
         done = _read_generations(cache)
         keys = [digest([gen_key, r["instruction"], r["input"]])[:32] for r in rows]
-        todo = [i for i, k in enumerate(keys) if k not in done]
-        n_cached = len(rows) - len(todo)
-        n_generated = 0
+        n_cached = sum(k in done for k in keys)
         agent = None
-        if todo:
-            agent = AGENTS.make(cfg.methods[method].get("agent", method), policy=shared_policy(), **kwargs)
-            if hasattr(agent, "fit"):
-                agent.fit(env=None, output_dir=str(mdir / "fit"), data_dir=data_dir)
-            bs = max(1, int(cfg.generation.batch_size))
-            bar = tqdm(total=len(rows), initial=n_cached, desc=f"generate ({method})", unit="instr", disable=not progress)
-            with open(cache, "a", encoding="utf-8") as f:
-                for start in range(0, len(todo), bs):
-                    idx = todo[start : start + bs]
-                    obs = [_observation(rows[i]) for i in idx]
-                    texts = agent.respond(obs)
-                    if len(texts) != len(obs):
-                        raise ValueError(f"agent {method!r} returned {len(texts)} responses for {len(obs)} observations")
-                    for i, t in zip(idx, texts):
-                        done[keys[i]] = str(t)
-                        f.write(json.dumps({"key": keys[i], "instruction": rows[i]["instruction"], "input": rows[i]["input"], "output": str(t)}, ensure_ascii=False) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())  # a killed run keeps every finished batch
-                    n_generated += len(idx)
-                    bar.update(len(idx))
-            bar.close()
-        outputs[method] = [done[k] for k in keys]
+        t_fit = 0.0
+        if n_cached < len(rows):
+            agent = AGENTS.make(cfg.methods[method].get("agent", method), policy=cfg.policy, **kwargs)
+            t0 = time.time()
+            envs = {name: make_env(spec, data_dir) for name, spec in getattr(factory, "ENVS", {}).items()}
+            stages, _ = pipeline.stages_for(factory, method, mdir, given=cfg.methods[method])
+            agent.fit(envs, **stages)
+            t_fit = round(time.time() - t0, 1)
         if agent is not None and hasattr(agent, "reward_name"):
             settings["reward"] = agent.reward_name
         elif "reward" in settings:
             settings["reward"] = str(settings["reward"])
         generator = f"{cfg.policy}:{method}"
-        out_rows = [{**r, "output": o} for r, o in zip(rows, outputs[method])]
-        outputs_path = mdir / "model_outputs.json"
-        atomic_write_text(outputs_path, json.dumps(to_alpaca_eval_layout(out_rows, generator), indent=1, ensure_ascii=False))
 
         if evaluator is None:  # built on first use: a resumed run with every annotation cached never loads it
             evaluator = LazyAnnotator(lambda: make_annotator(cfg.annotator, **evaluator_kwargs))
-        match = match_outputs([{"instruction": fold_instruction(r["instruction"], r["input"]), "output": r["output"],
-                                "generator": generator} for r in out_rows], rows)
-        assert not match.missing and not match.extra  # our own outputs cover exactly the subset
-        ann, n_ann_cached = annotate_pairs(evaluator, match.pairs, cache_path=mdir / "annotations.json",
-                                           annotator_id=f"{cfg.annotator}@{evaluator_id}", seed=cfg.annotator_seed,
-                                           progress=progress, desc=f"annotate ({method} vs {REFERENCE_NAME})")
+        t0 = time.time()
+        ann, outputs[method], n_generated, n_ann_cached = _evaluate_through_env(
+            agent, method, rows, keys, done, cache, mdir, cfg, data_dir, eval_reward,
+            f"{cfg.annotator}@{evaluator_id}", progress)
+        t_eval = round(time.time() - t0, 1)
+        out_rows = [{**r, "output": o} for r, o in zip(rows, outputs[method])]
+        outputs_path = mdir / "model_outputs.json"
+        atomic_write_text(outputs_path, json.dumps(to_alpaca_eval_layout(out_rows, generator), indent=1, ensure_ascii=False))
         metrics = win_rate([a["preference"] for a in ann], outputs[method])
         n_hidden = sum(bool(a.get("bank_hidden")) for a in ann)
         if n_hidden:
@@ -205,7 +189,7 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
             method=method, label=method_label(method, settings), reward=settings.get("reward"), metrics=metrics,
             vs_baseline=None, outputs_path=str(outputs_path), annotations_path=str(mdir / "annotations.json"),
             n_generated=n_generated, n_generations_cached=n_cached, n_annotations_cached=n_ann_cached,
-            settings=settings,
+            settings={**settings, "stages": stage_keys}, seconds={"fit": t_fit, "generate_and_annotate": t_eval},
         ))
 
     base = cfg.compare_to if cfg.compare_to in outputs else None
@@ -233,6 +217,7 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
         "compare_to": base,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "config": cfg.to_dict(),
+        "stage_seconds": pipeline.times,
         "methods": [r.to_dict() for r in results],
     }
     out = json_safe(out)  # strict JSON: an undefined SE (n < 2) is null
@@ -243,10 +228,89 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
     return out
 
 
-def _observation(row: dict[str, Any]) -> dict[str, str]:
-    from ..data import format_prompt
+def _stage_keys(pipeline: Pipeline, factory: Any, given: dict[str, Any]) -> dict[str, str]:
+    """The keys of the stages a method's outputs depend on (computed without building them)."""
+    wanted = pipeline.wanted(factory, given)
+    keys: dict[str, str] = {}
+    if "policy" in wanted or "output_dir" in wanted:
+        keys["sft"] = pipeline.sft_key()
+    for stage, key_fn in (("preferences", "preferences_key"), ("reward", "reward_model_key")):
+        if stage in wanted:
+            keys[stage] = getattr(pipeline, key_fn)()
+    return keys
 
-    return {"instruction": row["instruction"], "input": row["input"], "prompt": format_prompt(row["instruction"], row["input"])}
+
+def _evaluate_through_env(agent: Any, method: str, rows: list[dict[str, Any]], keys: list[str], done: dict[str, str],
+                          cache: Path, mdir: Path, cfg: BenchmarkConfig, data_dir: Any, eval_reward: dict[str, Any],
+                          annotator_id: str, progress: bool) -> tuple[list[dict[str, Any]], list[str], int, int]:
+    """Run ``agent`` on the eval subset through ``gym.make_vec("AlpacaFarm-v0", split="eval")``, whose reward is the
+    evaluator: each vector step is one batch of observations -> ``agent.respond`` -> ``step`` (ONE batched annotation
+    call), and the final infos carry the evaluator's annotation. Generations are cached per batch (a killed run
+    keeps every finished batch) and annotations per pair (``annotations.json``, keyed by the evaluator's identity),
+    so a rerun regenerates and re-annotates nothing it has. Returns (annotation rows, outputs, n generated, n
+    annotations from the cache)."""
+    from tqdm.auto import tqdm
+
+    from .evaluation import _pair_key, _read_cached_rows, _write_rows
+
+    ann_path = mdir / "annotations.json"
+    cached = _read_cached_rows(ann_path)
+    pairs = [{"instruction": r["instruction"], "input": r["input"], "dataset": r.get("dataset", ""),
+              "output_1": r["reference_output"], "generator_1": REFERENCE_NAME} for r in rows]
+    ann: list[dict[str, Any] | None] = [None] * len(rows)
+    n_ann_cached = 0
+    for i, k in enumerate(keys):
+        if k in done:
+            key = _pair_key({**pairs[i], "output_2": done[k]}, annotator_id, cfg.annotator_seed)
+            if key in cached:
+                ann[i], n_ann_cached = cached[key], n_ann_cached + 1
+    todo = [i for i, a in enumerate(ann) if a is None]
+    bs = max(1, int(cfg.generation.batch_size))
+    n_generated = 0
+    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"generate+annotate ({method})", unit="instr",
+               disable=not progress)
+    with open(cache, "a", encoding="utf-8") as f:
+        for start in range(0, len(todo), bs):
+            idx = todo[start : start + bs]
+            with warnings.catch_warnings():  # evaluating, not training: the test-set warning is not for us
+                warnings.simplefilter("ignore", TrainingOnTestSetWarning)
+                env = make_env({"id": "AlpacaFarm-v0", "split": "eval", "reference": cfg.reference, "shuffle": False,
+                                "indices": [rows[i]["row_index"] for i in idx], "reward": "annotator",
+                                "reward_kwargs": eval_reward}, data_dir, num_envs=len(idx))
+            obs, _ = env.reset(seed=0)
+            observations = [{k: obs[k][j] for k in ("instruction", "input", "prompt")} for j in range(len(idx))]
+            missing = [j for j, i in enumerate(idx) if keys[i] not in done]
+            if missing:
+                texts = agent.respond([observations[j] for j in missing])
+                if len(texts) != len(missing):
+                    raise ValueError(f"agent {method!r} returned {len(texts)} responses for {len(missing)} observations")
+                for j, t in zip(missing, texts):
+                    i = idx[j]
+                    done[keys[i]] = str(t)
+                    f.write(json.dumps({"key": keys[i], "instruction": rows[i]["instruction"], "input": rows[i]["input"],
+                                        "output": str(t)}, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())  # a killed run keeps every finished batch
+                n_generated += len(missing)
+            responses = [done[keys[i]] for i in idx]
+            _, rewards, _, _, infos = env.step(responses)  # the evaluator's ONE batched call for this batch
+            final = infos["final_info"]
+            for j, i in enumerate(idx):
+                p, q = final["preference"][j], final["probability"][j]
+                a = {"preference": None if p is None else float(p), "probability": None if q is None else float(q),
+                     "annotator": str(final["annotator"][j]), "raw_completion": None}
+                extra = final.get("extra", {})
+                if isinstance(extra, dict) and "bank_hidden" in extra and extra.get("_bank_hidden", [False] * len(idx))[j]:
+                    a["bank_hidden"] = bool(extra["bank_hidden"][j])
+                pair = {**pairs[i], "output_2": responses[j], "generator_2": f"{cfg.policy}:{method}"}
+                ann[i] = {**pair, **a, "key": _pair_key(pair, annotator_id, cfg.annotator_seed)}
+            env.close()
+            _write_rows(ann_path, [a for a in ann if a is not None])
+            bar.update(len(idx))
+    bar.close()
+    if not todo:
+        _write_rows(ann_path, [a for a in ann if a is not None])
+    return [a for a in ann if a is not None], [done[k] for k in keys], n_generated, n_ann_cached
 
 
 def _read_generations(path: Path) -> dict[str, str]:

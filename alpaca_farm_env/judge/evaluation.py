@@ -179,7 +179,6 @@ def evaluate_lomo(
     davinci003 (hard labels, as the benchmark computes it; ``metrics.win_rate``), its cross-fitted logit
     calibration, MAE against GPT-4's win-rate and Spearman over models. ``judge`` = the first of ``heads``.
     """
-    from ..metrics import win_rate
 
     heads = tuple(heads)
     if not heads or set(heads) - {"bank", "global"}:

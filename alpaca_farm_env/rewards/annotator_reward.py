@@ -7,7 +7,8 @@ has one. Unlabeled pairs (an unparseable completion) get 0.5 and ``info["labeled
 Seeds. With an ``episode_seed`` column (the envs pass one per episode, drawn from their seeded RNG) the annotator's
 per-example draws (label noise, pool member, output order) are keyed on ``seed + episode_seed``: a prompt visited
 again gets fresh noise. Without it (a dataset annotated once) they are keyed on the instruction and ``seed`` alone,
-as in alpaca_eval. Annotators that take one seed per call (not a pool) get one seed per batch, derived from the
+as in alpaca_eval; ``per_episode=False`` keeps those semantics in an env (the benchmark's evaluation env). Annotators
+that take one seed per call (not a pool) get one seed per batch, derived from the
 batch's episode seeds.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ class AnnotatorReward(BaseReward):
     name = "annotator"
 
     def __init__(self, annotator: Any = "noisy_pooled", seed: int = 0, use_probability: bool = False,
-                 data_dir: Any = None, **annotator_kwargs: Any):
+                 data_dir: Any = None, per_episode: bool = True, **annotator_kwargs: Any):
         from ..annotators import make_annotator, with_data_dir
 
         kwargs = with_data_dir(annotator, annotator_kwargs, data_dir) if isinstance(annotator, (str, type)) else annotator_kwargs
@@ -31,6 +32,7 @@ class AnnotatorReward(BaseReward):
         self.name = f"annotator:{getattr(self.annotator, 'name', annotator)}"
         self.seed = seed
         self.use_probability = use_probability
+        self.per_episode = per_episode  # False: ignore episode seeds (evaluation: alpaca_eval's instruction keys)
 
     @classmethod
     def check_kwargs(cls, annotator: Any = "noisy_pooled", **_: Any) -> None:
@@ -69,7 +71,7 @@ class AnnotatorReward(BaseReward):
     def seeds_for(self, episode_seeds: Any, n: int) -> Any:
         """The ``seed`` argument of ``compare`` for ``n`` pairs: this reward's seed, plus one episode seed per pair when
         given (per-row seeds for a pool, one derived seed for other annotators)."""
-        if episode_seeds is None:
+        if episode_seeds is None or not self.per_episode:
             return self.seed
         seeds = [self.seed + int(s) for s in episode_seeds]
         if len(seeds) != n:

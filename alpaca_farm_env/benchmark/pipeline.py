@@ -1,0 +1,142 @@
+"""The AlpacaFarm pipeline's shared stages (paper Sec. 4, App. B), each built once per run dir and reused by every
+method that needs it, keyed by everything that determines it:
+
+* ``sft``: the starting policy fine-tuned on the ``sft`` split's demonstrations (through ``AlpacaFarm-v0``), the
+  start of every method (SFT10k in the paper) -- key: policy spec, SFT config, the demonstrations;
+* ``preferences``: two samples per ``preference``-split instruction from the SFT policy at temperature 1.0, labelled
+  by the noisy simulated pool through ``AlpacaFarmPairwise-v0`` -- key: the SFT stage, the collection config, the
+  annotator's identity, the prompts;
+* ``reward_model``: a reward model trained on those preferences -- key: the preferences, the training config.
+
+Each stage lives in ``<run_dir>/stages/<stage>-<key>/`` and records its wall time in ``stage.json``; a killed stage
+resumes from its checkpoint or JSONL file. Stages are built only when a method asks for them (``Agent.STAGES``).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+
+from ..utils import atomic_write_text, digest
+from .config import BenchmarkConfig
+
+
+def make_env(spec: dict[str, Any], data_dir: Any, num_envs: int | None = None) -> Any:
+    """``gym.make`` (or ``gym.make_vec`` when ``num_envs`` is given) of an agent's env request, on the run's data."""
+    kw = {k: v for k, v in spec.items() if k != "id"}
+    if data_dir is not None:
+        kw.setdefault("data_dir", str(data_dir))
+    if num_envs is not None:
+        return gym.make_vec(spec["id"], num_envs=num_envs, **kw)
+    return gym.make(spec["id"], **kw)
+
+
+class Pipeline:
+    """Builds and caches the stages of one run (lazily), and hands each method the products it declared."""
+
+    def __init__(self, cfg: BenchmarkConfig, run_dir: Path, data_dir: Any, progress: bool, log: Callable[[str], None]):
+        self.cfg, self.run_dir, self.data_dir, self.progress, self.log = cfg, Path(run_dir), data_dir, progress, log
+        self.times: dict[str, float] = {}  # stage -> seconds spent building it (0 when reused)
+        self._keys: dict[str, str] = {}
+
+    # ------------------------------------------------------------------------------------------------ stage: sft
+    def sft_key(self) -> str:
+        if "sft" not in self._keys:
+            from ..agents.sft import SFTAgent
+
+            env = make_env(SFTAgent.ENVS["sft"], self.data_dir)
+            demos = env.unwrapped.demonstrations
+            self._keys["sft"] = digest({"policy": self.cfg.policy, "policy_kwargs": self.cfg.policy_kwargs,
+                                        "sft": self.cfg.stages.get("sft", {}),
+                                        "demonstrations": digest([[d["prompt"], d["output"]] for d in demos])})[:12]
+        return self._keys["sft"]
+
+    def sft_dir(self) -> Path:
+        return self.run_dir / "stages" / f"sft-{self.sft_key()}"
+
+    def sft_policy(self) -> Any:
+        """A fresh copy of the trained SFT policy (each method fine-tunes its own)."""
+        from ..agents.sft import SFTAgent
+        from ..models import load_policy
+
+        folder = self.sft_dir()
+        if not (folder / "model").is_dir() or not (folder / "summary.json").is_file():
+            with self._timed("sft", folder):
+                agent = SFTAgent(self.cfg.policy, sft=self.cfg.stages.get("sft", {}), progress=self.progress)
+                agent._policy = load_policy(self.cfg.policy, **self.cfg.policy_kwargs)
+                self.log(f"stage sft: fine-tuning {self.cfg.policy!r} on the sft split -> {folder}")
+                agent.fit({"sft": make_env(SFTAgent.ENVS["sft"], self.data_dir)}, output_dir=str(folder))
+        else:
+            self._reused("sft", folder)
+        return load_policy(str(folder / "model"), **self.cfg.policy_kwargs)
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    @staticmethod
+    def wanted(agent_cls: Any, given: dict[str, Any]) -> tuple[str, ...]:
+        """The stages a method takes: its ``STAGES``, less ``reward`` when the preset names its reward (e.g. best-of-n
+        reranking by ``length`` needs no reward model)."""
+        return tuple(s for s in getattr(agent_cls, "STAGES", ()) if not (s == "reward" and "reward" in given))
+
+    def stages_for(self, agent_cls: Any, method: str, mdir: Path, given: dict[str, Any] | None = None
+                   ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The stage products the method takes (:meth:`wanted`), and the keys of the stages they came from (part of
+        the method's generation cache key: a changed stage regenerates the method's outputs)."""
+        from ..models import load_policy
+
+        wanted = self.wanted(agent_cls, given or {})
+        products: dict[str, Any] = {}
+        keys: dict[str, str] = {}
+        is_sft = getattr(agent_cls, "name", "") == "sft"
+        if "policy" in wanted:
+            if is_sft:
+                products["policy"] = load_policy(self.cfg.policy, **self.cfg.policy_kwargs)
+            else:
+                products["policy"] = self.sft_policy()
+                keys["sft"] = self.sft_key()
+        if "preferences" in wanted:
+            products["preferences"], keys["preferences"] = self.preferences()
+        if "reward" in wanted:
+            products["reward"], keys["reward_model"] = self.reward_model()
+        if "output_dir" in wanted:
+            products["output_dir"] = str(self.sft_dir()) if is_sft else str(mdir / "fit")
+            if is_sft:
+                keys["sft"] = self.sft_key()
+        return products, keys
+
+    def preferences_key(self) -> str:
+        raise NotImplementedError("the preference-collection stage is wired in by the pipeline's next commit")
+
+    def reward_model_key(self) -> str:
+        raise NotImplementedError("the reward-model stage is wired in by the pipeline's next commit")
+
+    def preferences(self) -> tuple[list[dict[str, Any]], str]:
+        raise NotImplementedError("the preference-collection stage is wired in by the pipeline's next commit")
+
+    def reward_model(self) -> tuple[dict[str, Any], str]:
+        raise NotImplementedError("the reward-model stage is wired in by the pipeline's next commit")
+
+    def _timed(self, stage: str, folder: Path):
+        pipeline = self
+
+        class _Timer:
+            def __enter__(self):
+                self.t0 = time.time()
+
+            def __exit__(self, *exc):
+                if exc[0] is None:
+                    pipeline.times[stage] = round(time.time() - self.t0, 1)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    atomic_write_text(folder / "stage.json", json.dumps({"stage": stage, "seconds": pipeline.times[stage]}))
+                return False
+
+        return _Timer()
+
+    def _reused(self, stage: str, folder: Path) -> None:
+        if stage not in self.times:
+            meta = folder / "stage.json"
+            built = json.loads(meta.read_text()).get("seconds") if meta.is_file() else None
+            self.times[stage] = 0.0
+            self.log(f"stage {stage}: reused {folder}" + (f" (built in {built} s)" if built is not None else ""))
