@@ -2,5 +2,8 @@
 from .base import AGENTS, Agent, list_agents, make_agent, register_agent
 from . import sft  # noqa: F401  (registers "sft")
 from . import best_of_n  # noqa: F401  (registers "best_of_n")
+from . import binary_feedme  # noqa: F401  (registers "binary_feedme")
+from . import binary_reward_conditioning  # noqa: F401  (registers "binary_reward_conditioning")
+from . import dpo  # noqa: F401  (registers "dpo")
 
 __all__ = ["AGENTS", "Agent", "list_agents", "make_agent", "register_agent"]
