@@ -103,9 +103,14 @@ def train_sft(
     if not pairs:
         raise ValueError("train_sft needs at least one (prompt, output) pair")
     summary_path = out / "summary.json"
+    key = digest({"config": asdict(config), "data": examples_key(pairs)})[:16]
     if summary_path.is_file() and (out / "model").is_dir():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("key") != key:  # another config or other data: never reuse a model trained for them
+            raise ValueError(f"{out} holds a model trained with another config or data (key {summary.get('key')} != "
+                             f"{key}); use a fresh output_dir")
         _load_weights(policy, out / "model", config)
-        return json.loads(summary_path.read_text())
+        return summary
 
     tok, model = policy.tokenizer, policy.model
     if config.lora_r > 0:
@@ -175,7 +180,7 @@ def train_sft(
     if config.lora_r > 0:
         model = policy.model = model.merge_and_unload()  # a plain model again: generation and saving as before
     _save_model(policy, out / "model")
-    summary = {"steps": step, "examples": len(examples), "first_loss": losses[0] if losses else None,
+    summary = {"key": key, "steps": step, "examples": len(examples), "first_loss": losses[0] if losses else None,
                "last_loss": losses[-1] if losses else None, "config": asdict(config)}
     from ..utils import atomic_write_text
 

@@ -80,7 +80,7 @@ class Pipeline:
         reranking by ``length`` needs no reward model)."""
         return tuple(s for s in getattr(agent_cls, "STAGES", ()) if not (s == "reward" and "reward" in given))
 
-    def stages_for(self, agent_cls: Any, method: str, mdir: Path, given: dict[str, Any] | None = None
+    def stages_for(self, agent_cls: Any, method: str, fit_dir: Path, given: dict[str, Any] | None = None
                    ) -> tuple[dict[str, Any], dict[str, str]]:
         """The stage products the method takes (:meth:`wanted`), and the keys of the stages they came from (part of
         the method's generation cache key: a changed stage regenerates the method's outputs)."""
@@ -101,7 +101,7 @@ class Pipeline:
         if "reward" in wanted:
             products["reward"], keys["reward_model"] = self.reward_model()
         if "output_dir" in wanted:
-            products["output_dir"] = str(self.sft_dir()) if is_sft else str(mdir / "fit")
+            products["output_dir"] = str(self.sft_dir()) if is_sft else str(fit_dir)
             if is_sft:
                 keys["sft"] = self.sft_key()
         return products, keys

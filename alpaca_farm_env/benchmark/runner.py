@@ -160,7 +160,8 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
             agent = AGENTS.make(cfg.methods[method].get("agent", method), policy=cfg.policy, **kwargs)
             t0 = time.time()
             envs = {name: make_env(spec, data_dir) for name, spec in getattr(factory, "ENVS", {}).items()}
-            stages, _ = pipeline.stages_for(factory, method, mdir, given=cfg.methods[method])
+            # the method's own training dir is keyed like its outputs: another config or stage never reuses it
+            stages, _ = pipeline.stages_for(factory, method, mdir / f"fit-{gen_key}", given=cfg.methods[method])
             agent.fit(envs, **stages)
             t_fit = round(time.time() - t0, 1)
         if agent is not None and hasattr(agent, "reward_name"):
