@@ -34,6 +34,7 @@ def preset_file(tmp_path_factory) -> Path:
     cfg.update(policy="tiny-llama", annotator="longer", n_eval=N_EVAL, name="t")
     cfg["generation"].update(max_new_tokens=12, batch_size=4)
     cfg["methods"]["best_of_n"]["n"] = 3
+    cfg["stages"]["sft"].update(max_steps=2, max_length=128)  # a tiny SFT stage: the test is about the harness
     path = tmp_path_factory.mktemp("preset") / "mine.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -50,9 +51,11 @@ def test_end_to_end_and_resume(preset_file, tmp_path, capsys):
     run_dir = tmp_path / "runs" / "r1"
     out = _bench(capsys, preset_file, run_dir)
     res = json.loads((run_dir / "results.json").read_text())
-    assert [m["method"] for m in res["methods"]] == ["sft", "best_of_n"]
+    assert [m["method"] for m in res["methods"]] == ["base", "sft", "best_of_n"]
     assert res["n_eval"] == N_EVAL and res["evaluator"] == "longer" and res["compare_to"] == "sft"
-    sft, bon = res["methods"]
+    base, sft, bon = res["methods"]
+    assert res["stage_seconds"]["sft"] > 0 and sft["settings"]["stages"]["sft"] == bon["settings"]["stages"]["sft"]
+    assert "stages" not in base["settings"] or not base["settings"]["stages"]  # base: the untrained policy
     for m in res["methods"]:
         assert m["n_generated"] == N_EVAL and m["n_generations_cached"] == 0
         assert m["metrics"]["n_total"] == N_EVAL
@@ -74,10 +77,10 @@ def test_end_to_end_and_resume(preset_file, tmp_path, capsys):
     assert wr in out and wr in md and f"| {N_EVAL} |" in md
     assert (run_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     board = json.loads((tmp_path / "runs" / "leaderboard.json").read_text())
-    assert len(board) == 2
+    assert len(board) == 3
 
     # resume: nothing regenerated or re-annotated, same numbers, no duplicate leaderboard rows
-    gen_files = {m: (run_dir / m / "generations.jsonl") for m in ("sft", "best_of_n")}
+    gen_files = {m: (run_dir / m / "generations.jsonl") for m in ("base", "sft", "best_of_n")}
     mtimes = {m: p.stat().st_mtime_ns for m, p in gen_files.items()}
     _bench(capsys, preset_file, run_dir)
     res2 = json.loads((run_dir / "results.json").read_text())
@@ -85,7 +88,7 @@ def test_end_to_end_and_resume(preset_file, tmp_path, capsys):
         assert m2["n_generated"] == 0 and m2["n_generations_cached"] == N_EVAL and m2["n_annotations_cached"] == N_EVAL
         assert m2["metrics"] == m1["metrics"]
     assert {m: p.stat().st_mtime_ns for m, p in gen_files.items()} == mtimes
-    assert len(json.loads((tmp_path / "runs" / "leaderboard.json").read_text())) == 2
+    assert len(json.loads((tmp_path / "runs" / "leaderboard.json").read_text())) == 3
 
     # a run killed mid-way: drop the last generations of sft, the rerun regenerates only those
     lines = gen_files["sft"].read_text().splitlines()

@@ -91,7 +91,8 @@ class Pipeline:
         keys: dict[str, str] = {}
         is_sft = getattr(agent_cls, "name", "") == "sft"
         if "policy" in wanted:
-            if is_sft:
+            if is_sft:  # the sft method is the stage: build it here (timed, shared), the agent then loads it
+                self.sft_policy()
                 products["policy"] = load_policy(self.cfg.policy, **self.cfg.policy_kwargs)
             else:
                 products["policy"] = self.sft_policy()

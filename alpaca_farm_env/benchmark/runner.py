@@ -69,6 +69,8 @@ def _agent_kwargs(cfg: BenchmarkConfig, method: str, factory: Any) -> dict[str, 
     kwargs.update({k: v for k, v in cfg.methods.get(method, {}).items() if k != "agent"})
     if accepts_kwarg(factory, "evaluator"):
         kwargs["evaluator"] = cfg.annotator
+    if getattr(factory, "name", "") == "sft":  # the sft method is the pipeline's SFT stage: one config for both
+        kwargs.setdefault("sft", dict(cfg.stages.get("sft", {})))
     return kwargs
 
 
