@@ -33,7 +33,7 @@ def preset_file(tmp_path_factory) -> Path:
     cfg = load_preset("tiny").to_dict()
     cfg.update(policy="tiny-llama", annotator="longer", n_eval=N_EVAL, name="t")
     cfg["generation"].update(max_new_tokens=12, batch_size=4)
-    cfg["methods"]["best_of_n"]["n"] = 3
+    cfg["methods"] = {"base": {}, "sft": {}, "best_of_n": {"n": 3, "temperature": 1.0, "reward": "length"}}
     cfg["stages"]["sft"].update(max_steps=2, max_length=128)  # a tiny SFT stage: the test is about the harness
     path = tmp_path_factory.mktemp("preset") / "mine.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -121,10 +121,12 @@ def test_refuses_to_rerank_with_the_evaluator(preset_file, tmp_path, capsys):
 
 
 def test_presets_and_subset(data_dir):
-    assert {"sft", "best_of_n"} <= set(list_agents())
+    methods = ["base", "sft", "best_of_n", "expert_iteration", "binary_feedme", "binary_reward_conditioning", "dpo"]
+    assert set(methods) <= set(list_agents())
     tiny, paper = load_preset("tiny"), load_preset("paper")
     assert tiny.policy == "smollm2-135m" and tiny.annotator == "pooled" and tiny.compare_to == "sft"
-    assert tiny.methods["best_of_n"]["reward"] != tiny.annotator and tiny.methods["best_of_n"]["n"] == 4
+    assert list(tiny.methods) == ["base", "sft", "binary_feedme"]  # trained SFT vs base, and a preference learner
+    assert list(paper.methods) == methods and paper.stages["preferences"]["annotator"] == "alpaca_farm_pool_noisy"
     assert paper.n_eval is None and paper.generation.max_new_tokens == 300 and paper.generation.temperature == 0.7
     assert paper.policy is None and paper.methods["best_of_n"]["temperature"] == 1.0
     ev = load_eval_set("alpacafarm", data_dir)

@@ -121,6 +121,9 @@ def train_dpo(policy: Any, rows: Sequence[Mapping[str, str]], config: DPOTrainin
     finally:
         if bars:
             datasets_logging.enable_progress_bar()
+    if len(trainer.train_dataset) == 0:
+        raise ValueError(f"none of the {len(rows)} preference pairs fits max_length={config.max_length} tokens "
+                         "(TRL drops a pair whose prompt alone fills it); raise max_length")
     if not progress:
         trainer.remove_callback(PrinterCallback)  # without a progress bar the Trainer prints every log line
     last = get_last_checkpoint(str(out / "trainer")) if (out / "trainer").is_dir() else None

@@ -71,7 +71,7 @@ class ExpertIterationAgent(SFTAgent):
     def __init__(self, policy: Any = None, *, config: ExpertIterationConfig | None = None, reward: Any = None,
                  reward_kwargs: dict[str, Any] | None = None, evaluator: Any = None, **kwargs: Any):
         super().__init__(policy, **kwargs)
-        self.config = config or ExpertIterationConfig()
+        self.config = _as_config(config)
         self.reward_override = (reward, dict(reward_kwargs or {})) if reward is not None else None
         self.evaluator = evaluator
         self.fitted = False
@@ -186,3 +186,14 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         with open(path, "r+b") as f:
             f.truncate(end)
     return [json.loads(line) for line in data[:end].decode("utf-8").splitlines() if line.strip()]
+
+
+def _as_config(config: Any) -> ExpertIterationConfig:
+    """The config as given, or built from a mapping (a preset's YAML): ``best_of_n`` and ``sft`` nest their own."""
+    if config is None or isinstance(config, ExpertIterationConfig):
+        return config or ExpertIterationConfig()
+    fields = dict(config)
+    bon, sft = fields.pop("best_of_n", {}), fields.pop("sft", {})
+    return ExpertIterationConfig(
+        best_of_n=bon if isinstance(bon, BestOfNConfig) else BestOfNConfig(**dict(bon)),
+        sft=sft if isinstance(sft, SFTConfig) else SFTConfig(**dict(sft)), **fields)

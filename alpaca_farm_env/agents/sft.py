@@ -48,7 +48,9 @@ class BaseAgent:
         batch_size: int = 8,
         seed: int = 0,
         progress: bool = False,
+        evaluator: Any = None,
     ):
+        self.evaluator = evaluator  # the benchmark's evaluator spec: methods that rerank or learn from a reward check it
         self._policy = policy
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.batch_size, self.seed, self.progress = batch_size, seed, progress
@@ -102,9 +104,9 @@ class SFTAgent(BaseAgent):
 
     def __init__(self, policy: Any = "smollm2-135m", *, sft: SFTConfig | Mapping[str, Any] | None = None,
                  max_new_tokens: int = 300, temperature: float = 0.7, top_p: float = 1.0, batch_size: int = 8,
-                 seed: int = 0, progress: bool = False):
+                 seed: int = 0, progress: bool = False, evaluator: Any = None):
         super().__init__(policy, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                         batch_size=batch_size, seed=seed, progress=progress)
+                         batch_size=batch_size, seed=seed, progress=progress, evaluator=evaluator)
         self.sft_config = sft if isinstance(sft, SFTConfig) else SFTConfig(**dict(sft or {}))
         self.summary: dict[str, Any] = {}
 

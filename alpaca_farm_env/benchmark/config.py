@@ -146,6 +146,21 @@ def _check_stages(stages: dict[str, Any], source: str) -> None:
         _check_type(fields, dict, f"stages.{name}", source)
         if name == "sft":
             _check_keys(fields, SFTConfig, source, "stages.sft.")
+        elif name == "preferences":
+            from ..agents.preference_collection import CollectionConfig
+
+            _check_named(fields, _field_names(CollectionConfig) + ["annotator", "annotator_kwargs", "num_envs"],
+                         source, "stages.preferences.")
+        else:
+            from ..rewards.reward_model import RewardModelTrainingConfig
+
+            _check_named(fields, _field_names(RewardModelTrainingConfig) + ["backbone"], source, "stages.reward_model.")
+
+
+def _check_named(fields: dict[str, Any], known: list[str], source: str, prefix: str) -> None:
+    unknown = sorted(str(k) for k in set(fields) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {[prefix + k for k in unknown]}; known: {[prefix + k for k in sorted(known)]}")
 
 
 def _field_names(cls: type) -> list[str]:

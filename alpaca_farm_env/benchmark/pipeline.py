@@ -107,19 +107,77 @@ class Pipeline:
                 keys["sft"] = self.sft_key()
         return products, keys
 
-    def preferences_key(self) -> str:
-        raise NotImplementedError("the preference-collection stage is wired in by the pipeline's next commit")
+    # ------------------------------------------------------------------------------------------------ stage: preferences
+    PREFERENCE_ENV = {"id": "AlpacaFarmPairwise-v0", "split": "preference", "annotator": "noisy_pooled",
+                      "seed_mode": "instruction", "shuffle": False}
 
-    def reward_model_key(self) -> str:
-        raise NotImplementedError("the reward-model stage is wired in by the pipeline's next commit")
+    def _preference_settings(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(collection config fields, pairwise-env kwargs) from ``stages.preferences``: ``annotator`` (default the
+        noisy pool), ``annotator_kwargs``, ``num_envs``, and the :class:`CollectionConfig` fields."""
+        fields = dict(self.cfg.stages.get("preferences", {}))
+        env = {**self.PREFERENCE_ENV, "annotator": fields.pop("annotator", "noisy_pooled"),
+               "annotator_kwargs": fields.pop("annotator_kwargs", {})}
+        env["num_envs"] = int(fields.pop("num_envs", 8))
+        return fields, env
+
+    def preferences_key(self) -> str:
+        if "preferences" not in self._keys:
+            from ..annotators import annotator_identity, with_data_dir
+
+            fields, env = self._preference_settings()
+            ann = env["annotator"]
+            identity = annotator_identity(ann, **with_data_dir(ann, env["annotator_kwargs"], self.data_dir))
+            prompts = make_env({k: v for k, v in env.items() if k != "num_envs"}, self.data_dir).unwrapped.demonstrations
+            self._keys["preferences"] = digest({"sft": self.sft_key(), "collection": fields, "annotator": identity,
+                                                "env": {k: v for k, v in env.items() if k != "annotator_kwargs"},
+                                                "prompts": digest([d["prompt"] for d in prompts])})[:12]
+        return self._keys["preferences"]
 
     def preferences(self) -> tuple[list[dict[str, Any]], str]:
-        raise NotImplementedError("the preference-collection stage is wired in by the pipeline's next commit")
+        """Pairs collected through ``AlpacaFarmPairwise-v0`` from the SFT policy (resumed from its JSONL file)."""
+        from ..agents.preference_collection import CollectionConfig, collect_preferences
+
+        key = self.preferences_key()
+        folder = self.run_dir / "stages" / f"preferences-{key}"
+        fields, env = self._preference_settings()
+        if (folder / "stage.json").is_file():
+            self._reused("preferences", folder)
+        rows: list[dict[str, Any]] = []
+        with self._timed("preferences", folder, skip=(folder / "stage.json").is_file()):
+            num_envs = env.pop("num_envs")
+            envs = make_env(env, self.data_dir, num_envs=num_envs)
+            rows = collect_preferences(self.sft_policy(), envs, config=CollectionConfig(**fields),
+                                       output_path=folder / "preferences.jsonl", progress=self.progress)
+        return rows, key
+
+    # ------------------------------------------------------------------------------------------------ stage: reward model
+    def reward_model_key(self) -> str:
+        if "reward_model" not in self._keys:
+            self._keys["reward_model"] = digest({"preferences": self.preferences_key(),
+                                                 "reward_model": self.cfg.stages.get("reward_model", {})})[:12]
+        return self._keys["reward_model"]
 
     def reward_model(self) -> tuple[dict[str, Any], str]:
-        raise NotImplementedError("the reward-model stage is wired in by the pipeline's next commit")
+        """A reward model trained on the collected preferences (``stages.reward_model``: ``backbone`` -- the SFT
+        policy by default, as the reference; ``"minilm"`` on a CPU -- and the training config's fields)."""
+        from ..rewards.reward_model import reward_model_spec, reward_model_summary, train_reward_model
 
-    def _timed(self, stage: str, folder: Path):
+        key = self.reward_model_key()
+        folder = self.run_dir / "stages" / f"reward_model-{key}"
+        fields = dict(self.cfg.stages.get("reward_model", {}))
+        backbone = fields.pop("backbone", "sft")
+        if (folder / "model" / "summary.json").is_file():
+            self._reused("reward_model", folder)
+        else:
+            rows, _ = self.preferences()
+            with self._timed("reward_model", folder):
+                start = str(self.sft_dir() / "model") if backbone == "sft" else backbone
+                train_reward_model(rows, start, folder / "model", progress=self.progress, **fields)
+            acc = reward_model_summary(folder / "model").get("eval_accuracy")
+            self.log(f"stage reward_model: held-out accuracy {acc}")
+        return reward_model_spec(folder / "model"), key
+
+    def _timed(self, stage: str, folder: Path, skip: bool = False):
         pipeline = self
 
         class _Timer:
@@ -127,7 +185,7 @@ class Pipeline:
                 self.t0 = time.time()
 
             def __exit__(self, *exc):
-                if exc[0] is None:
+                if exc[0] is None and not skip:
                     pipeline.times[stage] = round(time.time() - self.t0, 1)
                     folder.mkdir(parents=True, exist_ok=True)
                     atomic_write_text(folder / "stage.json", json.dumps({"stage": stage, "seconds": pipeline.times[stage]}))
