@@ -15,7 +15,7 @@ import yaml
 import alpaca_farm_env  # noqa: F401  (registers the envs)
 from alpaca_farm_env.annotators import annotator_identity, judgment_identity, make_annotator
 from alpaca_farm_env.errors import TrainingOnTestSetWarning
-from alpaca_farm_env.judge.config import JudgeConfig, data_fingerprint
+from alpaca_farm_env.judge.config import data_fingerprint
 from alpaca_farm_env.judge.judge import DistilledJudge, PooledJudge
 from alpaca_farm_env.rewards.annotator_reward import reward_is_evaluator
 
