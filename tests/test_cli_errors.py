@@ -17,6 +17,7 @@ def _preset(tmp_path: Path, **changes) -> Path:
     cfg = load_preset("tiny").to_dict()
     cfg.update(policy="tiny-llama", annotator="longer", n_eval=2, name="t", runs_root=str(tmp_path / "runs"))
     cfg["generation"].update(max_new_tokens=4, batch_size=2)
+    cfg["methods"] = {"sft": {}, "best_of_n": {"n": 4, "temperature": 1.0, "reward": "length"}}
     for dotted, value in changes.items():
         node, *path = dotted.split("__")
         target = cfg
