@@ -84,12 +84,13 @@ def test_truncated_cached_judge_artifact_is_moved_aside_and_restored_from_the_pa
 
 
 def test_default_env_reward_survives_a_garbage_judge_artifact(cache, caplog):
-    """``gym.make("AlpacaFarm-v0")`` with its default reward (the noisy distilled pool; global head here)."""
+    """``gym.make("AlpacaFarm-v0")`` with the annotator reward over the distilled pool (noise-free here, so that the
+    label comes from a judge head and not a coin: the noisy pool draws its coins per episode)."""
     path = heads.artifact_path(JudgeConfig(), heads.global_head_data(JudgeConfig(), None))
     path.write_bytes(b"\x00" * 4096)
     caplog.set_level(logging.WARNING)
     clear_reward_cache()  # reward backends are shared per process: build this one now
-    env = gym.make("AlpacaFarm-v0", split="eval", indices=[2], reward_kwargs={"bank": False})
+    env = gym.make("AlpacaFarm-v0", split="unlabeled", indices=[2], reward_kwargs={"bank": False, "annotator": "pooled"})
     try:
         env.reset(seed=0)
         _, reward, terminated, _, info = env.step("Here is a short but reasonable answer.")
@@ -97,8 +98,7 @@ def test_default_env_reward_survives_a_garbage_judge_artifact(cache, caplog):
         env.close()
         clear_reward_cache()
     assert terminated and reward in (0.0, 1.0) and info["annotator"].startswith("distilled_gpt4_h")
-    assert not info["is_noisy_label"] and info["extra"]["scored_by"] == "global"  # scored by a judge head (example 2
-    # is one the noisy pool does not replace by a coin flip at seed 0)
+    assert not info["is_noisy_label"] and info["extra"]["scored_by"] == "global"  # scored by a judge head
     assert warnings_naming(caplog, path) and aside(path).read_bytes() == b"\x00" * 4096
     assert heads.JudgeArtifact.load(path).heads.shape[1] == N_FEATURES
 
