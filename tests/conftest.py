@@ -20,3 +20,15 @@ def data_dir() -> Path:
     if not value or not Path(value).is_dir():
         pytest.fail("the tests need the AlpacaFarm data: set ALPACA_FARM_DATA_DIR (CI uses ../shared/data)")
     return Path(value)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny-model tests: a 2-layer model gains nothing from two, and on a busy
+    2-core machine two threads spin-wait. Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

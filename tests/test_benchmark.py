@@ -17,15 +17,7 @@ from alpaca_farm_env.data import EVAL_DATASET_COUNTS, load_eval_set
 N_EVAL = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the tiny model gains nothing from two, and on a busy shared CPU two threads spin-wait."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

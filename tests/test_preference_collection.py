@@ -15,14 +15,7 @@ from alpaca_farm_env.envs import clear_reward_cache
 from alpaca_farm_env.models import load_policy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class CountingLonger:

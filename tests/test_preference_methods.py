@@ -30,13 +30,7 @@ BOS, EOS, POS, NEG = 257, 258, 259, 260  # byte tokenizer: 259 tokens, so the tw
 METHODS = ("binary_feedme", "binary_reward_conditioning", "dpo")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the tiny model gains nothing from two, and on a busy shared CPU two threads spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic_rows() -> list[dict]:

@@ -18,12 +18,7 @@ KEYWORD = "excellent"
 WORDS = "the a cat dog runs fast slow red blue house tree river moon sun light dark small big".split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def keyword_rows(n: int, seed: int = 0) -> list[dict]:
