@@ -159,7 +159,13 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
         agent = None
         t_fit = 0.0
         if n_cached < len(rows):
-            agent = AGENTS.make(cfg.methods[method].get("agent", method), policy=cfg.policy, **kwargs)
+            # a method that takes no policy stage (base) starts from the configured policy, with its dtype/device
+            start = cfg.policy
+            if "policy" not in pipeline.wanted(factory, cfg.methods[method]):
+                from ..models import load_policy
+
+                start = load_policy(cfg.policy, **cfg.policy_kwargs)
+            agent = AGENTS.make(cfg.methods[method].get("agent", method), policy=start, **kwargs)
             t0 = time.time()
             envs = {name: make_env(spec, data_dir) for name, spec in getattr(factory, "ENVS", {}).items()}
             # the method's own training dir is keyed like its outputs: another config or stage never reuses it
