@@ -37,13 +37,42 @@ REFERENCE = "__reference__"
 BANK_FEATURES = (
     "knn_label_t0.05", "knn_label_t0.2", "winner_minus_loser_sim", "top3_label", "mean_sim", "reference_sim",
     "bank_win_rate", "log_words_vs_winners", "log_words_vs_losers", "log_words_vs_bank",
+    # support of the output's parts: each chunk (sentences of >= 6 words) is compared with the banked answers; a
+    # chunk that no other answer says anything like is filler, off-topic or made up (issue 9)
+    "chunk_support_mean", "chunk_support_min", "unsupported_share",
 )
+CHUNK_WORDS = 6
+MAX_CHUNKS = 40
+UNSUPPORTED_SIM = 0.08
 N_BANK_FEATURES = len(BANK_FEATURES)
 _WORD_RE = re.compile(r"\w+", re.U)
 
 
 def _log_words(text: str) -> float:
     return math.log1p(len(text.split()))
+
+
+_CHUNK_SPLIT_RE = re.compile(r"(?<=[.!?;])\s+|\n+")
+
+
+def chunks(text: str) -> list[str]:
+    """The output cut into sentences (and lines), consecutive short ones merged to at least ``CHUNK_WORDS`` words;
+    at most ``MAX_CHUNKS`` (the rest joins the last)."""
+    out: list[str] = []
+    cur: list[str] = []
+    for piece in _CHUNK_SPLIT_RE.split((text or "").strip()):
+        cur.extend(piece.split())
+        if len(cur) >= CHUNK_WORDS:
+            out.append(" ".join(cur))
+            cur = []
+    if cur:
+        if out and len(cur) < CHUNK_WORDS:
+            out[-1] += " " + " ".join(cur)
+        else:
+            out.append(" ".join(cur))
+    if len(out) > MAX_CHUNKS:
+        out = out[: MAX_CHUNKS - 1] + [" ".join(out[MAX_CHUNKS - 1 :])]
+    return out
 
 
 class HashedTfidf:
@@ -95,6 +124,8 @@ class BankQuery:
     sims: np.ndarray
     log_words: float
     reference_sim: float
+    chunk_sims: np.ndarray | None = None  # (entries, chunks): each chunk's similarity to each banked answer
+    chunk_words: np.ndarray | None = None  # words per chunk (the weights of the chunk features)
 
 
 class AnswerBank:
@@ -147,16 +178,27 @@ class AnswerBank:
         if not todo:
             return out
         Q = self.tfidf.transform([outputs[k] for k in todo])
+        pieces = [chunks(outputs[k]) for k in todo]
+        C = self.tfidf.transform([c for p in pieces for c in p])
+        starts = np.concatenate([[0], np.cumsum([len(p) for p in pieces])])
         groups: dict[str, list[int]] = {}
         for row, k in enumerate(todo):
             groups.setdefault(keys[k], []).append(row)
         for key, qrows in groups.items():
             entries = self.by_prompt_arr[key]
-            S = (self.matrix[entries] @ Q[qrows].T).toarray()  # (entries, queries)
+            M = self.matrix[entries]
+            S = (M @ Q[qrows].T).toarray()  # (entries, queries)
+            crow = np.concatenate([np.arange(starts[r], starts[r + 1]) for r in qrows]).astype(np.int64)
+            CS = (M @ C[crow].T).toarray() if len(crow) else np.zeros((len(entries), 0))
             ref_pos = int(np.flatnonzero(entries == self.reference_of[key])[0])
+            at = 0
             for j, row in enumerate(qrows):
                 k = todo[row]
-                out[k] = BankQuery(entries, S[:, j].astype(np.float64), _log_words(outputs[k]), float(S[ref_pos, j]))
+                nc = len(pieces[row])
+                out[k] = BankQuery(entries, S[:, j].astype(np.float64), _log_words(outputs[k]), float(S[ref_pos, j]),
+                                   CS[:, at : at + nc].astype(np.float64),
+                                   np.asarray([len(c.split()) for c in pieces[row]], np.float64))
+                at += nc
         return out
 
     def features(
@@ -197,6 +239,15 @@ class AnswerBank:
             feats.append(q.log_words - (lw[win].mean() if win.any() else q.log_words))
             feats.append(q.log_words - (lw[lose].mean() if lose.any() else q.log_words))
             feats.append(q.log_words - lw.mean())
+            if q.chunk_sims is not None and q.chunk_sims.shape[1]:
+                # each chunk's best match among the other answers (the reference's own entry excluded: a chunk of
+                # the reference itself would find itself there)
+                other = keep & (self.models[q.entries] != REFERENCE) if (self.models[q.entries] != REFERENCE)[keep].any() else keep
+                best = q.chunk_sims[other].max(0)
+                wts = q.chunk_words / q.chunk_words.sum()
+                feats += [float(wts @ best), float(best.min()), float(wts @ (best < UNSUPPORTED_SIM))]
+            else:
+                feats += [0.0, 0.0, 1.0 if q.log_words > 0 else 0.0]
             F[i] = feats
         return F
 

@@ -9,8 +9,9 @@ reference output -- as the env's ``annotator`` reward does (reference = ``output
 **Held out from training.** The judge trains on synthetic negatives too (``training_data.SYNTHETIC_KINDS``), but with
 other generators (built from the annotated models' own answers, with their own phrase lists and hash tags); none of
 the generators, phrase lists or word lists here is used in training, and ``tests/test_judge_degenerate.py`` checks
-that no suite output appears among the training rows. Several suite kinds have no training counterpart at all
-(``SUITE_ONLY_KINDS``), so the suite measures generalisation, not recall.
+that no suite output appears among the training rows. Each suite kind has a relative among the training kinds
+(``TRAINING_RELATIVE``), built by another generator from other text, so the suite measures generalisation across
+generators, not recall.
 
 Every response is a deterministic function of (kind, prompt, reference, seed): the randomness comes from
 :func:`alpaca_farm_env.utils.stable_hash` (md5), never from ``hash()`` or a global RNG.
@@ -28,12 +29,19 @@ from ..utils import stable_hash
 SUITE_KINDS = (
     "blank", "punctuation", "filler", "filler_bullets", "repeated_phrase", "looped_sentence", "empty_bullets",
     "placeholder_bullets", "markdown_skeleton", "lorem_ipsum", "gibberish", "prompt_echo", "chat_echo",
-    "keyword_stuffing", "off_topic", "truncated", "padded", "word_salad",
+    "keyword_stuffing", "off_topic", "cut_off", "padded_with_filler", "word_salad",
 )
-# Kinds whose failure mode the judge's synthetic training negatives do not show in any form (its training kinds are
-# off-topic answers, cut-offs, loops, template echoes, near-empty, pseudo-words, hollow lists, boilerplate, padding,
-# scrambled words, restated instructions and keyword soup, all built differently; see training_data.py).
-SUITE_ONLY_KINDS = ("blank", "punctuation", "markdown_skeleton", "lorem_ipsum", "gibberish", "keyword_stuffing")
+# The training negative (training_data.SYNTHETIC_KINDS) closest in form to each suite kind: every failure mode here
+# has a relative in training, but built by another generator from other text (the annotated models' answers, their
+# own phrase lists) -- the suite measures whether the judge generalises across generators.
+TRAINING_RELATIVE = {
+    "blank": "near_empty", "punctuation": "near_empty", "filler": "boilerplate", "filler_bullets": "boilerplate",
+    "repeated_phrase": "repetitive", "looped_sentence": "repetitive", "empty_bullets": "hollow_list",
+    "placeholder_bullets": "hollow_list", "markdown_skeleton": "hollow_list", "lorem_ipsum": "pseudo_words",
+    "gibberish": "pseudo_words", "prompt_echo": "restated", "chat_echo": "template_echo",
+    "keyword_stuffing": "keyword_soup", "off_topic": "mismatched", "cut_off": "truncated",
+    "padded_with_filler": "padded", "word_salad": "scrambled",
+}
 TARGET_LOSS_RATE = 0.97
 
 # Phrase and word lists of the suite only (training_data.py has its own, disjoint ones).
@@ -120,8 +128,8 @@ def degenerate_response(
     with nothing under them; lorem_ipsum: 30-150 words of lorem ipsum; gibberish: random letter strings;
     prompt_echo: the prompt repeated back (1-3 times); chat_echo: the prompt in a chat or Alpaca template;
     keyword_stuffing: the prompt's content words, shuffled and repeated; off_topic: another prompt's reference;
-    truncated: the reference cut mid-word after 10-40% of its characters; padded: the reference followed by
-    1.5-3 times its length of filler or lorem ipsum; word_salad: the prompt's and reference's words shuffled.
+    cut_off: the reference cut mid-word after 10-40% of its characters; padded_with_filler: the reference followed
+    by 1.5-3 times its length of filler or lorem ipsum; word_salad: the prompt's and reference's words shuffled.
     """
     r = _rng(kind, key, seed)
     prompt = _prompt(instruction, inp)
@@ -139,7 +147,8 @@ def degenerate_response(
     if kind == "repeated_phrase":
         return r.choice((" ", "\n")).join([r.choice(_PHRASES)] * r.randint(10, 40))
     if kind == "looped_sentence":
-        return " ".join([_first_sentence(ref) or r.choice(_PHRASES)] * r.randint(5, 20))
+        # one per line (the training kind ``repetitive`` joins a phrase of a model's answer with spaces)
+        return "\n".join([_first_sentence(ref) or r.choice(_PHRASES)] * r.randint(5, 20))
     if kind == "empty_bullets":
         marker = r.choice(("-", "*", "•", "{i}.", "{i})", "- [ ]"))
         return "\n".join(marker.format(i=i + 1) + r.choice(("", " ")) for i in range(r.randint(10, 40)))
@@ -160,7 +169,8 @@ def degenerate_response(
         words = ["".join(r.choice(letters) for _ in range(r.randint(2, 10))) for _ in range(r.randint(15, 80))]
         return _sentences(words, r)
     if kind == "prompt_echo":
-        lead = r.choice(("", "", "Sure! ", "Here is the response:\n\n"))
+        lead = r.choice(("Sure! ", "Here is the response:\n\n", "> ", "Q: "))  # (never the bare prompt: a real
+        # answer in the data says the question back verbatim)
         return lead + "\n\n".join([prompt.strip()] * r.randint(1, 3))
     if kind == "chat_echo":
         from ..data import format_prompt
@@ -173,11 +183,13 @@ def degenerate_response(
         return ("- " if sep == "\n- " else "") + sep.join(stuffed)
     if kind == "off_topic":
         return other_reference
-    if kind == "truncated":
-        cut = max(1, int(len(ref) * r.uniform(0.1, 0.4)))
+    if kind == "cut_off":
+        cut = max(2, int(len(ref) * r.uniform(0.1, 0.4)))
+        while 0 < cut < len(ref) - 1 and not (ref[cut - 1].isalnum() and ref[cut].isalnum()):
+            cut += 1  # inside a word, always (a cut at a word boundary is the training kind ``truncated``)
         out = ref[:cut]
         return out if out != ref else (ref[:-1] or "…")
-    if kind == "padded":
+    if kind == "padded_with_filler":
         target = max(40, int(len(ref.split()) * r.uniform(1.5, 3.0)))
         if r.random() < 0.5:
             pad, n = [], 0
@@ -277,6 +289,7 @@ def evaluate_degenerate(
     import time
 
     from ..annotators import make_annotator
+    from ..annotators.base import with_data_dir
 
     unknown = sorted(set(kinds) - set(SUITE_KINDS))
     if unknown:
@@ -285,7 +298,7 @@ def evaluate_degenerate(
     name = getattr(annotator, "name", type(annotator).__name__)
     if isinstance(annotator, str):
         name = annotator
-        judge = make_annotator(annotator, data_dir=data_dir, **(annotator_kwargs or {}))
+        judge = make_annotator(annotator, **with_data_dir(annotator, dict(annotator_kwargs or {}), data_dir))
     result: dict[str, Any] = {"annotator": name, "seed": seed, "n_prompts": n_prompts, "kinds": list(kinds),
                               "reference": reference, "target_loss_rate": TARGET_LOSS_RATE, "splits": {}}
     for split in splits:
@@ -313,11 +326,10 @@ def format_table(result: dict[str, Any]) -> str:
     splits = list(result["splits"])
     lines = [f"degenerate responses vs the reference, annotator {result['annotator']!r}: % of pairs the degenerate "
              f"response LOSES (draws count 1/2); target >= {100 * result['target_loss_rate']:.0f}%",
-             f"{'kind':<22}" + "".join(f"{s + ' (' + str(result['splits'][s]['n_prompts']) + ')':>18}" for s in splits)]
+             f"{'kind':<20}{'training relative':<18}"
+             + "".join(f"{s + ' (' + str(result['splits'][s]['n_prompts']) + ')':>18}" for s in splits)]
     for k in result["kinds"]:
-        mark = " *" if k in SUITE_ONLY_KINDS else ""
-        lines.append(f"{k + mark:<22}" + "".join(f"{100 * result['splits'][s]['per_kind'][k]['loss_rate']:18.1f}"
-                                                for s in splits))
-    lines.append(f"{'overall':<22}" + "".join(f"{100 * result['splits'][s]['overall']['loss_rate']:18.1f}" for s in splits))
-    lines.append("* no training counterpart in any form (training_data.SYNTHETIC_KINDS)")
+        lines.append(f"{k:<20}{TRAINING_RELATIVE[k]:<18}"
+                     + "".join(f"{100 * result['splits'][s]['per_kind'][k]['loss_rate']:18.1f}" for s in splits))
+    lines.append(f"{'overall':<38}" + "".join(f"{100 * result['splits'][s]['overall']['loss_rate']:18.1f}" for s in splits))
     return "\n".join(lines)

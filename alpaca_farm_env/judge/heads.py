@@ -18,7 +18,7 @@ from ..errors import CorruptFileError
 from ..utils import atomic_write, cache_dir
 from . import files
 from .config import JudgeConfig, data_fingerprint, has_local_training_data
-from .features import HAND_FEATURES, N_FEATURES, MiniLMEncoder, build_features
+from .features import EMBEDDING_FEATURES, HAND_FEATURES, N_FEATURES, MiniLMEncoder, build_features
 from .files import _install_packaged, _load_cached, _reading_npz
 from .training_data import labels, load_training_pairs, with_synthetic
 
@@ -132,7 +132,7 @@ def train_artifact(
         "n_pairs": len(real),
         "n_synthetic": len(rows) - len(real),
         "models": models,
-        "features": list(HAND_FEATURES) + ["cos(x,o)", "e(o)[384]", "e(x)*e(o)[384]", "e(x)*log_words(o)[384]"],
+        "features": list(HAND_FEATURES) + list(EMBEDDING_FEATURES),
         "source": "AlpacaEval-1 GPT-4 annotations (alpaca_eval_results/*/alpaca_eval_gpt4/annotations.json)"
         if models != ["alpaca_gpt4_preference"] else "hub tatsu-lab/alpaca_farm alpaca_gpt4_preference",
         "train_seconds": round(time.time() - t0, 1),
