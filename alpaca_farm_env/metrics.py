@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-from .data.loader import parse_preference
+from .preference import parse_preference
 
 __all__ = ["win_rate", "WIN_RATE_FIELDS"]
 

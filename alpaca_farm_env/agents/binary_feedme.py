@@ -29,7 +29,7 @@ from typing import Any, Mapping
 import torch
 
 from ..data import format_prompt
-from ..data.loader import parse_preference
+from ..preference import parse_preference
 from ..utils import atomic_write_text, digest
 from .base import register_agent
 from .sft import BaseAgent

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..data.loader import parse_preference
+from ..preference import parse_preference
 from ..utils import atomic_write_text, digest, file_lock
 
 logger = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import DataFormatError, DataNotFoundError
+from ..preference import parse_preference  # noqa: F401  (re-exported: data.parse_preference)
 from ..utils import stable_hash
 
 DATA_DIR_ENV = "ALPACA_FARM_DATA_DIR"
@@ -318,24 +319,6 @@ def load_preference(name: str = "alpaca_gpt4_preference", data_dir: str | os.Pat
             continue
         out.append({k: r[k] for k in ("instruction", "input", "output_1", "output_2")} | {"preference": parse_preference(r["preference"], path, i)})
     return out
-
-
-def parse_preference(value: Any, path: Any = "<preference>", row: int | None = None) -> float | None:
-    """alpaca_eval's encoding: 1 (output_1 wins), 2 (output_2 wins), 1.5 or legacy 0 (draw), a float in [1, 2];
-    ``None``/NaN/empty means unlabeled. Strings are parsed with ``float()``."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        p = float(value)
-    except (TypeError, ValueError):
-        raise DataFormatError(path, f"preference {value!r} is not a number", row=row, field="preference") from None
-    if p != p:  # NaN
-        return None
-    if p == 0:
-        return 1.5
-    if not 1.0 <= p <= 2.0:
-        raise DataFormatError(path, f"preference {p} outside [1, 2] (or 0 for a draw)", row=row, field="preference")
-    return p
 
 
 # ----------------------------------------------------------------------------------------------- model outputs
