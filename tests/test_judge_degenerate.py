@@ -94,3 +94,17 @@ def test_packaged_judge_ranks_degenerate_responses_below_the_reference(data_dir,
         assert v["overall"]["loss_rate"] >= 0.9, (split, v["overall"], v["examples_won"])
         for kind, k in v["per_kind"].items():
             assert k["loss_rate"] >= 0.6, (split, kind, k)
+
+
+def test_judge_eval_runs_the_degenerate_suite(data_dir, capsys):
+    """``alpaca-farm judge eval --protocol degenerate``: the suite is part of the judge's evaluation command."""
+    from alpaca_farm_env.cli import main
+
+    assert main(["judge", "eval", "--protocol", "degenerate", "--data-dir", str(data_dir), "--annotator", "longer",
+                 "--prompts", "3", "--splits", "unlabeled", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert list(res["splits"]) == ["unlabeled"] and res["annotator"] == "longer"
+    assert res["splits"]["unlabeled"]["n_pairs"] == 3 * len(SUITE_KINDS)
+    assert res["meets_target"] is False  # 'longer wins' prefers the padded responses
+    assert main(["judge", "eval", "--protocol", "degenerate", "--data-dir", str(data_dir), "--prompts", "0"]) == 2
+    assert "--prompts must be at least 1" in capsys.readouterr().err

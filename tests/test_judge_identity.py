@@ -65,6 +65,51 @@ def test_identity_changes_with_config_data_and_pool_semantics(data_dir, tmp_path
     assert annotator_identity("pooled", data_dir=copy) != base
 
 
+@pytest.mark.parametrize("knob", [{"bt_max_iter": 50}, {"bank_lr": 1e-2}, {"bank_weight_decay": 0.0},
+                                  {"bank_batch_size": 256}, {"tfidf_bits": 18}])
+def test_every_fitting_knob_is_part_of_the_identity(data_dir, knob):
+    assert annotator_identity("pooled", data_dir=data_dir, config=knob) != annotator_identity("pooled", data_dir=data_dir)
+
+
+def test_training_data_version_changes_every_artifact_key(monkeypatch):
+    from alpaca_farm_env.judge import training_data
+    from alpaca_farm_env.judge.config import JudgeConfig
+
+    before = (JudgeConfig().key("d" * 10), JudgeConfig().bank_key("d" * 10))
+    monkeypatch.setattr(training_data, "TRAINING_DATA_VERSION", training_data.TRAINING_DATA_VERSION + 1)
+    after = (JudgeConfig().key("d" * 10), JudgeConfig().bank_key("d" * 10))
+    assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_fitting_knobs_reach_the_fits():
+    """The knobs are not only in the key: they change what is fitted."""
+    from alpaca_farm_env.judge.answer_bank import HashedTfidf, fit_bank_head
+    from alpaca_farm_env.judge.heads import fit_bt_head
+
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(200, 5))
+    y = (d @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + rng.normal(size=200) > 0).astype(float)
+    assert not np.allclose(fit_bt_head(d, y, 1e-3, max_iter=1), fit_bt_head(d, y, 1e-3, max_iter=200))
+    x1, x2 = rng.normal(size=(64, 5)), rng.normal(size=(64, 5))
+    mu, sc, w = np.zeros(5), np.ones(5), np.ones(64)
+    a = fit_bank_head(x1, x2, y[:64], w, mu, sc, hidden=4, epochs=2, lr=1e-3)
+    b = fit_bank_head(x1, x2, y[:64], w, mu, sc, hidden=4, epochs=2, lr=1e-1)
+    assert not np.allclose(a[0], b[0])
+    assert HashedTfidf(12).fit_transform(["a b c"]).shape[1] == 1 << 12
+
+
+def test_packaged_artifacts_match_the_default_configuration():
+    """A changed default (a knob, the feature spec, the training-data version) must come with rebuilt artifacts."""
+    from alpaca_farm_env.judge import files
+    from alpaca_farm_env.judge.config import JudgeConfig
+
+    names = {p.name for p in files.PACKAGED_ARTIFACTS.glob("*.npz")}
+    data = {n.rsplit("_", 1)[1][:-4] for n in names}
+    assert len(data) == 1
+    (fp,) = data
+    assert names == {f"distilled_fast_{JudgeConfig().key(fp)}.npz", f"distilled_bank_{JudgeConfig().bank_key(fp)}.npz"}
+
+
 def test_built_judge_has_the_identity_computed_without_building_it(data_dir, cache):
     kw = {"config": dict(SMALL), "data_dir": data_dir}
     pooled = make_annotator("pooled", **kw)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from ..errors import ConfigError
+
 
 def add_parser(sub) -> None:
     from . import add_data_dir_arg
@@ -27,10 +29,12 @@ def add_parser(sub) -> None:
 
     e = jsub.add_parser("eval", help="fidelity to GPT-4: agreement, win-rate MAE and Spearman, with 'longer wins' beside")
     add_data_dir_arg(e)
-    e.add_argument("--protocol", default="lomo", choices=["lomo", "lio", "crossannotation"],
+    e.add_argument("--protocol", default="lomo", choices=["lomo", "lio", "crossannotation", "degenerate"],
                    help="lomo: leave-one-model-out on the eval instructions (default); lio: leave-instruction-out "
                         "folds, the judge on instructions it never saw (as on RL training prompts); crossannotation: "
-                        "the packaged judges on the cross-annotation pairs outside the eval set, 8 GPT-4 labels each")
+                        "the packaged judges on the cross-annotation pairs outside the eval set, 8 GPT-4 labels each; "
+                        "degenerate: how often content-free, repetitive, off-topic, echoed, truncated and padded "
+                        "responses (a suite kept apart from the judge's training) lose to the split's reference")
     e.add_argument("--models", nargs="*", default=None, help="lomo/lio: over these annotated models (default: all)")
     e.add_argument("--max-pairs", type=int, default=None, help="lomo/lio: at most this many pairs per model")
     e.add_argument("--heads", default="bank,global",
@@ -39,6 +43,12 @@ def add_parser(sub) -> None:
     e.add_argument("--folds", type=int, default=5, help="lio: number of instruction folds (default 5)")
     e.add_argument("--annotators", default=",".join(("distilled_gpt4", "pooled")),
                    help="crossannotation: comma-separated annotator names (default: distilled_gpt4,pooled)")
+    e.add_argument("--annotator", default="pooled",
+                   help="degenerate: the annotator judged (default: the noise-free pool, as the env's reward)")
+    e.add_argument("--prompts", type=int, default=128, help="degenerate: prompts per split (default 128)")
+    e.add_argument("--splits", default="unlabeled,eval",
+                   help="degenerate: comma-separated splits whose prompts and references are used (default: "
+                        "unlabeled,eval: training prompts, judged by the global head, and eval prompts)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=run_eval)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -84,7 +94,7 @@ def run_train(args) -> int:
     from ..judge.bank_heads import get_bank_heads, load_bank
 
     config = _config(args)
-    bank = load_bank(args.data_dir, config.models, config.max_pairs_per_model)
+    bank = load_bank(args.data_dir, config.models, config.max_pairs_per_model, config.tfidf_bits)
     if bank is None:
         print("answer bank: none (no GPT-4 annotation files in the data dir); the global head judges every instruction")
         return 0
@@ -114,6 +124,14 @@ def run_eval(args) -> int:
         names = [a.strip() for a in args.annotators.split(",") if a.strip()]
         res = evaluate_cross_annotation(args.data_dir, names, progress=not args.json)
         printer = _print_crossannotation
+    elif args.protocol == "degenerate":
+        from ..judge.degenerate import evaluate_degenerate, format_table
+
+        if args.prompts < 1:
+            raise ConfigError(f"--prompts must be at least 1, got {args.prompts}")
+        splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+        res = evaluate_degenerate(args.data_dir, args.annotator, n_prompts=args.prompts, splits=splits)
+        printer = lambda r: print(format_table(r) + f"\ntarget met on every split: {r['meets_target']}")  # noqa: E731
     else:
         from ..judge.config import JudgeConfig
         from ..judge.evaluation import evaluate_lomo

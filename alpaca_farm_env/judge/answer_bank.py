@@ -132,7 +132,7 @@ class AnswerBank:
     """GPT-4-labelled answers per instruction, built from judge training rows (``output_1`` = the reference,
     ``output_2`` = a model's answer, ``preference`` GPT-4's label, ``model``)."""
 
-    def __init__(self, rows: Sequence[dict]):
+    def __init__(self, rows: Sequence[dict], tfidf_bits: int = 20):
         texts: list[str] = []
         models: list[str] = []
         labels: list[float] = []
@@ -157,7 +157,7 @@ class AnswerBank:
         self.models = np.asarray(models, dtype=object)
         self.labels = np.asarray(labels, dtype=np.float64)
         self.log_words = np.asarray([_log_words(t) for t in texts])
-        self.tfidf = HashedTfidf()
+        self.tfidf = HashedTfidf(tfidf_bits)
         self.matrix = self.tfidf.fit_transform(texts)
         self.by_prompt_arr = {k: np.asarray(v, dtype=np.int64) for k, v in self.by_prompt.items()}
         self.rows = list(rows)  # what it was built from: the bank heads train on exactly these pairs

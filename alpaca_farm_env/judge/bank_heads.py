@@ -27,10 +27,17 @@ logger = logging.getLogger(__name__)
 _BANKS: dict[tuple, AnswerBank] = {}
 
 
+def bank_head_options(config: JudgeConfig) -> dict:
+    """The keyword arguments of :func:`fit_bank_head` that ``config`` fixes."""
+    return dict(hidden=config.bank_hidden, epochs=config.bank_epochs, lr=config.bank_lr,
+                weight_decay=config.bank_weight_decay, batch_size=config.bank_batch_size)
+
+
 def load_bank(
     data_dir: str | os.PathLike | None = None,
     models: Sequence[str] | None = None,
     max_pairs_per_model: int | None = None,
+    tfidf_bits: int = 20,
 ) -> AnswerBank | None:
     """The answer bank of the local data dir's GPT-4 annotation files (one per process and selection), or ``None``
     when there are none (e.g. on the hub only: its ``alpaca_gpt4_preference`` pairs have no shared reference)."""
@@ -39,9 +46,9 @@ def load_bank(
     root = resolve_data_dir(data_dir)
     if root is None or not list_annotated_models(root):
         return None
-    key = (str(root), tuple(models) if models else None, max_pairs_per_model)
+    key = (str(root), tuple(models) if models else None, max_pairs_per_model, tfidf_bits)
     if key not in _BANKS:
-        _BANKS[key] = AnswerBank(load_training_pairs(root, models, max_pairs_per_model))
+        _BANKS[key] = AnswerBank(load_training_pairs(root, models, max_pairs_per_model), tfidf_bits=tfidf_bits)
     return _BANKS[key]
 
 
@@ -105,8 +112,7 @@ def train_bank_heads(
     X1, X2 = _pair_bank_features(bank, all_rows, exclude)
     mu, scale = _bank_stats(X1[: len(real)], X2[: len(real)])
     y = labels(all_rows)
-    parts = [fit_bank_head(X1, X2, y, weight, mu, scale, hidden=config.bank_hidden, epochs=config.bank_epochs,
-                           seed=config.seed * 1000 + h)
+    parts = [fit_bank_head(X1, X2, y, weight, mu, scale, **bank_head_options(config), seed=config.seed * 1000 + h)
              for h, weight in member_weights(config, base_weight, "fitting bank heads", progress)]
     heads = BankHeads(mu=mu, scale=scale, W1=np.stack([p[0] for p in parts]), b1=np.stack([p[1] for p in parts]),
                       W2=np.stack([p[2] for p in parts]), wlin=np.stack([p[3] for p in parts]))

@@ -19,10 +19,10 @@ from ..utils import digest
 from .features import DEFAULT_MAX_TOKENS
 
 VARIANTS = ("fast", "best")  # fast: linear head over frozen MiniLM; best: fine-tuned cross-encoder (cross_encoder.py)
-ARTIFACT_FORMAT = 2  # 2: keys hold the feature spec and the training data's fingerprint
-BANK_FORMAT = 2
+ARTIFACT_FORMAT = 3  # 2: keys hold the feature spec and the training data's fingerprint; 3: the fitting knobs below
+BANK_FORMAT = 3
 JUDGE_FORMAT = 1  # the judge identity's own layout
-BANK_FIELDS = ("bank", "bank_hidden", "bank_epochs")
+BANK_FIELDS = ("bank", "bank_hidden", "bank_epochs", "bank_lr", "bank_weight_decay", "bank_batch_size", "tfidf_bits")
 
 
 @dataclass
@@ -32,6 +32,7 @@ class JudgeConfig:
     variant: str = "fast"
     max_tokens: int = DEFAULT_MAX_TOKENS
     l2: float = 3e-3  # on standardised feature differences, per pair (mean loss)
+    bt_max_iter: int = 200  # L-BFGS iterations of each Bradley-Terry head (heads.fit_bt_head)
     n_bootstrap: int = 4  # pool members, besides the full-data head
     seed: int = 0
     models: tuple[str, ...] | None = None  # None: every annotated model in the data dir
@@ -45,12 +46,17 @@ class JudgeConfig:
     bank: bool = True
     bank_hidden: int = 32
     bank_epochs: int = 40
+    bank_lr: float = 3e-3  # AdamW of each bank head (answer_bank.fit_bank_head)
+    bank_weight_decay: float = 1e-3
+    bank_batch_size: int = 512
+    tfidf_bits: int = 20  # the bank's hashed TF-IDF has 2**bits buckets (answer_bank.HashedTfidf)
 
     def key(self, data: str) -> str:
         """Cache key of the global head: the config (without the bank fields), the feature spec and ``data``, the
         fingerprint of what it is trained on (:func:`data_fingerprint`)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in BANK_FIELDS}
-        return digest({"format": ARTIFACT_FORMAT, **fields, "features": feature_spec()})[:10] + "_" + data[:10]
+        return (digest({"format": ARTIFACT_FORMAT, **fields, "features": feature_spec()})[:10]
+                + "_" + data[:10])
 
     def bank_key(self, data: str) -> str:
         """Cache key of the bank heads: the whole config, the feature spec and the fingerprint of the annotation files
@@ -63,7 +69,11 @@ def feature_spec(bank: bool = False) -> dict:
     """The names of the features the heads are fitted on and the encoder: a change of either changes every key."""
     from .features import ENCODER_NAME, HAND_FEATURES, N_FEATURES
 
-    spec = {"hand": list(HAND_FEATURES), "n_features": N_FEATURES, "encoder": ENCODER_NAME}
+    from .training_data import TRAINING_DATA_VERSION
+
+    # the synthetic negatives' generators are part of the training data: their version changes every key
+    spec = {"hand": list(HAND_FEATURES), "n_features": N_FEATURES, "encoder": ENCODER_NAME,
+            "training_data": TRAINING_DATA_VERSION}
     if bank:
         from .answer_bank import BANK_FEATURES
 

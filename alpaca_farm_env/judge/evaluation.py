@@ -23,7 +23,7 @@ import numpy as np
 
 from ..utils import stable_hash
 from .answer_bank import AnswerBank, BankHeads, fit_bank_head
-from .bank_heads import _bank_stats
+from .bank_heads import _bank_stats, bank_head_options
 from .config import JudgeConfig
 from .features import MiniLMEncoder, full_prompt, hand_features
 from .heads import feature_scale, fit_bt_head, pair_features
@@ -213,7 +213,7 @@ def evaluate_lomo(
         return np.where(diff > 0, 2.0, np.where(diff < 0, 1.0, 1.5))
 
     if "bank" in heads:
-        bank = AnswerBank(rows)
+        bank = AnswerBank(rows, tfidf_bits=config.tfidf_bits)
         ins = [r["instruction"] for r in all_rows]
         inp = [r.get("input", "") or "" for r in all_rows]
         q1 = bank.query(ins, inp, [r["output_1"] for r in all_rows])  # similarities once; exclusions per fold
@@ -231,7 +231,7 @@ def evaluate_lomo(
             real_train = train[train < n]
             mu, scale = _bank_stats(X1[real_train], X2[real_train])
             W1, b1, W2, wlin = fit_bank_head(X1[train], X2[train], y_all[train], base_weight[train], mu, scale,
-                                             hidden=config.bank_hidden, epochs=config.bank_epochs, seed=config.seed * 1000)
+                                             **bank_head_options(config), seed=config.seed * 1000)
             bh = BankHeads(mu=mu, scale=scale, W1=W1[None], b1=b1[None], W2=W2[None], wlin=wlin[None])
             pref[test] = hard(bh.scores(X2[test], 0) - bh.scores(X1[test], 0), test)
         prefs["bank"] = pref
@@ -246,7 +246,8 @@ def evaluate_lomo(
             train = np.setdiff1d(np.arange(n), test)
             scale = feature_scale(f1[train], f2[train])
             train = np.concatenate([train, n + np.flatnonzero(syn_model != m)]).astype(int)
-            w = fit_bt_head((f2_all[train] - f1_all[train]) / scale, y_all[train], config.l2, base_weight[train])
+            w = fit_bt_head((f2_all[train] - f1_all[train]) / scale, y_all[train], config.l2, base_weight[train],
+                            max_iter=config.bt_max_iter)
             pref[test] = hard(((f2[test] - f1[test]) / scale) @ w, test)
         prefs["global"] = pref
     prefs["judge"] = prefs[heads[0]]
@@ -341,7 +342,7 @@ def evaluate_leave_instruction_out(
         art = train_artifact(fit_config, rows=train_rows, encoder=encoder, progress=False)
         bank = bank_art = None
         if config.bank:
-            bank = AnswerBank(train_rows)
+            bank = AnswerBank(train_rows, tfidf_bits=fit_config.tfidf_bits)
             bank_art = train_bank_heads(fit_config, bank, train_rows, progress=False)
         judge = DistilledJudge(config=fit_config, artifact=art, encoder=encoder, bank=bank or False,
                                bank_artifact=bank_art, progress=False)

@@ -123,7 +123,7 @@ def train_artifact(
     scale = feature_scale(f1[: len(real)], f2[: len(real)])  # real outputs only, as in the LOMO folds
     d = (f2 - f1) / scale
     y = labels(rows)
-    heads = [fit_bt_head(d, y, config.l2, weight)
+    heads = [fit_bt_head(d, y, config.l2, weight, max_iter=config.bt_max_iter)
              for _, weight in member_weights(config, base_weight, "fitting judge heads", progress)]
     models = sorted({r["model"] for r in rows})
     meta = {

@@ -128,7 +128,7 @@ class DistilledJudge:
             self.w = artifact.heads[head] / artifact.scale
             if bank is not False and self.config.bank:
                 self.bank = bank if isinstance(bank, AnswerBank) else load_bank(
-                    data_dir, self.config.models, self.config.max_pairs_per_model)
+                    data_dir, self.config.models, self.config.max_pairs_per_model, self.config.tfidf_bits)
             if self.bank is not None:
                 data = data_fingerprint(data_dir, self.config.models)
                 self.bank_artifact = bank_artifact or get_bank_heads(self.config, self.bank, data, progress=progress)[0]
@@ -238,7 +238,7 @@ def _distilled_members(
         artifact, _ = get_artifact(config, data_dir, encoder=encoder, progress=progress)
         n_heads = artifact.heads.shape[0] - 1
         if bank and config.bank:  # shared too: one bank and one set of bank heads for all members
-            bank_obj = load_bank(data_dir, config.models, config.max_pairs_per_model) or False
+            bank_obj = load_bank(data_dir, config.models, config.max_pairs_per_model, config.tfidf_bits) or False
             if bank_obj is not False:
                 bank_art = get_bank_heads(config, bank_obj, data_fingerprint(data_dir, config.models),
                                           progress=progress)[0]

@@ -61,6 +61,10 @@ def labels(rows: Sequence[dict]) -> np.ndarray:
     return np.asarray([float(r["preference"]) - 1.0 for r in rows], dtype=np.float64)
 
 
+# Bump when the synthetic negatives or the pairs' loading change: it is part of every artifact's key
+# (config.feature_spec), so an old judge's artifacts are not reused for new training data.
+TRAINING_DATA_VERSION = 2
+
 SYNTHETIC_KINDS = (
     "mismatched", "truncated", "repetitive", "template_echo", "near_empty",
     # wider kinds (issue 9), again built from the annotated model's own answers and the instruction; the held-out
