@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from ..errors import ConfigError, DataNotFoundError
 from ..utils import stable_hash
 
-PRESETS = ("tiny", "paper")
+PRESETS = ("tiny", "cpu_all", "paper")
 
 
 @dataclass
