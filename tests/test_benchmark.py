@@ -121,6 +121,9 @@ def test_presets_and_subset(data_dir):
     assert list(paper.methods) == methods and paper.stages["preferences"]["annotator"] == "alpaca_farm_pool_noisy"
     assert paper.n_eval is None and paper.generation.max_new_tokens == 300 and paper.generation.temperature == 0.7
     assert paper.policy is None and paper.methods["best_of_n"]["temperature"] == 1.0
+    cpu_all = load_preset("cpu_all")  # every method on 2 cores, the reward model on the SFT trunk
+    cpu_all.validate("cpu_all")
+    assert list(cpu_all.methods) == methods and cpu_all.stages["reward_model"]["backbone"] == "sft"
     ev = load_eval_set("alpacafarm", data_dir)
     sub = eval_subset(ev, 50, seed=0)
     assert len(sub) == 50 and sub == eval_subset(ev, 50, seed=0) and sub != eval_subset(ev, 50, seed=1)

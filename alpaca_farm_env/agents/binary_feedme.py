@@ -155,15 +155,7 @@ class BinaryFeedMEAgent(BaseAgent):
 
     def fit(self, envs: Mapping[str, Any] | None = None, *, policy: Any = None, preferences: Any = None,
             output_dir: str | None = None, **_: Any) -> None:
-        if preferences is None or output_dir is None:
-            raise ValueError(f"{self.name} needs the preferences and output_dir stages")
-        if policy is not None:
-            self._policy = policy
-        if self._policy is None:
-            raise ValueError(f"{self.name} needs the policy stage (the trained SFT policy)")
-        from ..models import load_policy
-
-        start = self._policy = load_policy(self._policy)  # a Policy as is; a spec is loaded
+        start = self._start_policy(policy, preferences=preferences, output_dir=output_dir)
         pairs = self.training_pairs(preferences)
         check_output_dir(output_dir, {"method": self.name, "config": dataclasses.asdict(self.config),
                                       "data": digest([list(p) for p in pairs])[:16],

@@ -201,15 +201,7 @@ class DPOAgent(BaseAgent):
 
     def fit(self, envs: Mapping[str, Any] | None = None, *, policy: Any = None, preferences: Any = None,
             output_dir: str | None = None, **_: Any) -> None:
-        from ..models import load_policy
-
-        if preferences is None or output_dir is None:
-            raise ValueError(f"{self.name} needs the preferences and output_dir stages")
-        if policy is not None:
-            self._policy = policy
-        if self._policy is None:
-            raise ValueError(f"{self.name} needs the policy stage (the trained SFT policy)")
-        start = self._policy = load_policy(self._policy)  # a Policy as is; a spec is loaded
+        start = self._start_policy(policy, preferences=preferences, output_dir=output_dir)
         rows = dpo_rows(preferences)
         out = Path(output_dir)
         check_output_dir(out, {"method": self.name, "config": dataclasses.asdict(self.config),

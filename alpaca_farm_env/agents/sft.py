@@ -68,6 +68,21 @@ class BaseAgent:
         """Nothing to train: the policy is used as it is."""
         return None
 
+    def _start_policy(self, policy: Any, **required_stages: Any) -> Any:
+        """The loaded policy ``fit`` starts from (the ``policy`` stage, else the constructor's), after checking that
+        the other stages it needs were given; a clear error names what is missing."""
+        missing = [name for name, value in required_stages.items() if value is None]
+        if missing:
+            raise ValueError(f"{self.name} needs the {' and '.join(missing)} stages")
+        if policy is not None:
+            self._policy = policy
+        if self._policy is None:
+            raise ValueError(f"{self.name} needs the policy stage (the trained SFT policy)")
+        from ..models import load_policy
+
+        self._policy = load_policy(self._policy)  # a Policy as is; a spec is loaded
+        return self._policy
+
     def _sample(self, prompts: list[str], n: int, temperature: float) -> list[list[str]]:
         self.n_generate_calls += 1
         out = self.policy.generate(
