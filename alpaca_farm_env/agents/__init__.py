@@ -6,5 +6,7 @@ from . import expert_iteration  # noqa: F401  (registers "expert_iteration")
 from . import binary_feedme  # noqa: F401  (registers "binary_feedme")
 from . import binary_reward_conditioning  # noqa: F401  (registers "binary_reward_conditioning")
 from . import dpo  # noqa: F401  (registers "dpo")
+from . import ppo  # noqa: F401  (registers "ppo")
+from . import quark  # noqa: F401  (registers "quark")
 
 __all__ = ["AGENTS", "Agent", "list_agents", "make_agent", "register_agent"]

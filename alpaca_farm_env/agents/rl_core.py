@@ -388,48 +388,6 @@ class CSVLogger:
         return list(csv.DictReader(io.StringIO(self.path.read_text(encoding="utf-8"))))
 
 
-def rng_state() -> dict[str, Any]:
-    import random
-
-    import numpy as np
-
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(folder: Path, state: Mapping[str, Any]) -> None:
-    """``state`` to ``folder/state.pt``, replaced atomically (a kill leaves the old checkpoint or the new one)."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(dict(state), tmp / "state.pt")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
-def load_checkpoint(folder: Path) -> dict[str, Any] | None:
-    path = folder / "state.pt"
-    return torch.load(path, weights_only=False, map_location="cpu") if path.is_file() else None
-
-
-def trainable_state(module: torch.nn.Module) -> dict[str, Tensor]:
-    """The parameters that train (LoRA weights, value head, or everything), on CPU: what a checkpoint must keep."""
-    names = {n for n, p in module.named_parameters() if p.requires_grad}
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items() if k in names}
-
-
 # ================================================================================================ env plumbing
 def env_rows(env: Any) -> list[dict[str, Any]]:
     """The prompt rows an AlpacaFarm env (single or vector, wrapped or not) already holds."""
@@ -638,19 +596,14 @@ class RLAgentBase(SFTAgent):
                 return
 
         torch.manual_seed(cfg.seed)
-        self._build(start, backend)  # models, optimizer, scheduler (prepared)
-        self.csv = CSVLogger(out / "metrics.csv", ["step", *self.CSV_FIELDS])
-        step = 0
-        state = load_checkpoint(out / "checkpoint")
-        if state is not None:
-            if state.get("key") != key:
-                raise ValueError(f"{out}/checkpoint belongs to another run (key {state.get('key')} != {key})")
-            self._load_modules_state(state)
-            step = int(state["step"])
-            set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+        self.tokenizer = start.tokenizer
+        self._build(start, backend)  # models, optimizer (prepared), scheduler (registered for checkpointing)
+        self.csv = CSVLogger(out / "metrics.csv", ["step", *self.CSV_FIELDS, "seconds"])
+        step = self._resume(out / "checkpoint", key)
         if acc.is_main_process:
             self.csv.resume(step)
-        self.history = [r for r in self.csv.read() if int(r["step"]) <= step]
+        acc.wait_for_everyone()
+        self.history = [{k: _f(v) for k, v in r.items()} for r in self.csv.read() if int(r["step"]) <= step]
         bar = tqdm(total=cfg.total_steps, initial=step, desc=self.name, unit="step", disable=not (
             self.progress and acc.is_main_process))
         try:
@@ -674,13 +627,39 @@ class RLAgentBase(SFTAgent):
             bar.close()
         self._finish(out, step, key)
 
+    # -- checkpoints ----------------------------------------------------------------------------------------------
     def _checkpoint(self, folder: Path, step: int, key: str) -> None:
+        """``accelerator.save_state`` (the prepared model and optimizer, the registered scheduler, every process's
+        RNG; sharded states under FSDP / DeepSpeed) plus ``trainer.json`` (step, run key, the agent's extra state such
+        as the KL coefficient), written to ``checkpoint.tmp`` and renamed: a kill leaves the old or the new one."""
         acc = self.accelerator
-        rngs = acc.gather_for_metrics([rng_state()], use_gather_object=True) if acc.num_processes > 1 else [rng_state()]
-        state = {"key": key, "step": step, "rng": list(rngs), **self._modules_state()}
+        tmp = folder.with_name(folder.name + ".tmp")
         if acc.is_main_process:
-            save_checkpoint(folder, state)
+            shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=False)
+        if acc.is_main_process:
+            atomic_write_text(tmp / "trainer.json", json.dumps({"key": key, "step": step, **self._extra_state()}))
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+        acc.wait_for_everyone()
+
+    def _resume(self, folder: Path, key: str) -> int:
+        meta = folder / "trainer.json"
+        if not meta.is_file():
+            return 0
+        state = json.loads(meta.read_text())
+        if state.get("key") != key:
+            raise ValueError(f"{folder} belongs to another run (key {state.get('key')} != {key})")
+        self.accelerator.load_state(str(folder))
+        self._load_extra_state(state)
+        return int(state["step"])
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
+        return None
 
     def _finish(self, out: Path, step: int, key: str) -> None:
         acc = self.accelerator
@@ -775,35 +754,45 @@ class RLAgentBase(SFTAgent):
 
     def collect(self, step: int, model: Any, prefix: str = "") -> tuple[list[dict[str, Tensor]], list[float], list[str]]:
         """This process's rollouts of ``step``: chunks of ``rollout_per_device_batch_size`` prompts of its shard,
-        sampled at ``temperature`` (top_p 1, top_k 0) from ``model`` and scored through the env (one reward call per
-        chunk). Returns the chunks' tensors (plus ``scores``), all scores, all response texts."""
-        cfg, tok = self.config, self.policy.tokenizer
+        sampled at ``temperature`` (top_p 1, top_k 0) from ``model`` (``prefix``, e.g. a reward token, before each
+        prompt) and scored through the env (one batched reward call per chunk). Returns the chunks' tensors (plus
+        ``scores``), all scores, and the prompts (without the prefix)."""
+        cfg, tok = self.config, self.tokenizer
         positions = positions_for_step(self.n_shard, self.per_process, step, cfg.seed, self.name)
-        chunks, scores, texts = [], [], []
+        chunks, scores, prompts_out = [], [], []
         eos = _eos_ids(model, tok)
-        was_training = model.training
-        model.eval()
         for c in range(0, len(positions), self.chunk):
             pos = positions[c: c + self.chunk]
-            if len(pos) < self.chunk:  # a short last chunk: the env has num_envs sub-envs
+            if len(pos) < self.chunk:  # a short last chunk: the env has num_envs sub-envs; extra answers discarded
                 pos = pos + positions[: self.chunk - len(pos)]
             holder: dict[str, Any] = {}
 
             def respond(prompts, _h=holder, _c=c):
-                _h.update(sample_responses(model, tok, prompts, response_len=cfg.response_len,
-                                           temperature=cfg.temperature, eos_ids=eos, prefix=prefix,
-                                           seed=stable_hash(self.name, cfg.seed, step, self.accelerator.process_index, _c)))
+                with self.generation_context():
+                    _h.update(sample_responses(
+                        model, tok, prompts, response_len=cfg.response_len, temperature=cfg.temperature,
+                        eos_ids=eos, prefix=prefix,
+                        seed=stable_hash(self.name, cfg.seed, step, self.accelerator.process_index, _c)))
                 return _h["texts"]
 
-            _, resp, sc = env_episode(self.env, pos, respond)
+            prompts, _, sc = env_episode(self.env, pos, respond)
             keep = min(self.chunk, len(positions) - c)
             chunk = {k: v[:keep] for k, v in holder.items() if isinstance(v, Tensor)}
-            chunk["scores"] = torch.tensor(sc[:keep], dtype=torch.float32)
+            chunk["scores"] = torch.tensor(sc[:keep], dtype=torch.float32, device=chunk["queries"].device)
             chunks.append(chunk)
             scores.extend(sc[:keep])
-            texts.extend(resp[:keep])
-        model.train(was_training)
-        return chunks, scores, texts
+            prompts_out.extend(prompts[:keep])
+        return chunks, scores, prompts_out
+
+    def generation_context(self):
+        """Under FSDP, sampling from the unwrapped module needs its full parameters gathered."""
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            return FSDP.summon_full_params(self.trained_module, writeback=False, recurse=True)
+        return nullcontext()
 
     def minibatches(self, n: int, size: int, step: int, epoch: int) -> list[list[int]]:
         """Shuffled index groups of ``size`` over ``n`` rollouts (drop_last, as the reference's rollouts loader)."""

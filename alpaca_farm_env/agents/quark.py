@@ -1,0 +1,224 @@
+"""``quark``: AlpacaFarm's Quark variant (paper Sec. 4 / App. B.2): reward-quantile filtering plus a KL anchor.
+
+Reference: tatsu-lab/alpaca_farm ``examples/scripts/rlhf_quark.sh``, ``src/alpaca_farm/rl/quark_trainer.py``,
+``rl/quark_utils.py``; reference notes Sec. 5.5 / 8.10. Shared pieces (rollout through the env, log-probs, losses,
+logging, checkpoints, Accelerate) are in :mod:`.rl_core`.
+
+One Quark step (``_train_step``):
+
+1. the data pool is cleared (``clear_data_pool_on_each_rollout``: the paper's change to Quark, whose original pool grows);
+2. this process's share of ``rollout_batch_size`` prompts is sampled at temperature 1.0 (top_p 1, top_k 0) and scored
+   through the env (the raw reward);
+3. the rollouts are sorted by reward (descending) and cut into ``num_reward_tokens`` (4) equal quantiles; with
+   ``train_on_best_quantile`` only the top quantile is kept, with no control token (the reference's setting). The
+   pool is per process, as the reference's (each GPU sorts its own rollouts);
+4. ONE optimizer step over ``step_batch_size`` sequences drawn from the kept pairs by an infinite shuffled loader
+   (256 of 128 = two passes), accumulated over micro-batches: per-token loss ``NLL + kl_coef * KL(pi || pi_ref)``
+   over the full (original) vocabulary, ``- entropy_coef * H`` (0: the paper drops the entropy term), zeroed at
+   pads, mean over all positions; grad-norm clip 1.0, AdamW (lr 3e-6, eps 1e-5), linear schedule with 5 warm-up steps.
+
+The all-quantile variant (``train_on_best_quantile=False``): ``<reward_0>`` .. ``<reward_{K-1}>`` are added as special
+tokens (new embedding rows = mean of the old rows + Gaussian jitter x their std), each kept pair is trained with its
+quantile's token before the prompt, rollouts and answers are conditioned on ``<reward_0>`` (the best quantile;
+reference ``RewardConditioningPromptPostprocessor``). Not available in lean mode (the new embedding rows would have to
+train outside the LoRA adapter).
+
+Lean mode: LoRA on the policy, the reference = the adapter disabled. Quark has no value model.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..utils import stable_hash
+from .base import register_agent
+from .rl_core import (
+    RLAgentBase, encode_queries, epoch_order, frozen_copy, make_optimizer, quark_loss, reference_of,
+    response_logits, sequence_inputs, with_lora,
+)
+
+
+@dataclass
+class QuarkConfig:
+    """Quark hyper-parameters; defaults are ``examples/scripts/rlhf_quark.sh``'s (reference notes Sec. 5.5)."""
+
+    rollout_batch_size: int = 512  # 32 per device x 4 accumulation x 4 GPUs
+    step_batch_size: int = 256  # 2 per device x 32 accumulation x 4 GPUs; one optimizer step per Quark step
+    rollout_per_device_batch_size: int = 32
+    step_per_device_batch_size: int = 2
+    learning_rate: float = 3e-6
+    warmup_steps: int = 5
+    adam_epsilon: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    kl_coef: float = 0.05
+    entropy_coef: float = 0.0
+    num_reward_tokens: int = 4  # quantiles
+    train_on_best_quantile: bool = True
+    temperature: float = 1.0
+    query_len: int = 192
+    response_len: int = 300
+    total_steps: int = 390  # total_epochs 10 over the 20k unlabeled prompts / 512
+    save_steps: int = 20
+    eval_steps: int = 20
+    n_eval_prompts: int = 8
+    seed: int = 42
+    lean: bool = False  # LoRA policy, reference = adapter disabled
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    stop_after: int | None = None  # stop (checkpointed, unfinished) after this many steps: tests of resume
+
+
+def reward_token(k: int) -> str:
+    return f"<reward_{k}>"
+
+
+def add_reward_tokens(model: Any, tokenizer: Any, k: int, seed: int) -> int:
+    """Add ``<reward_0>`` .. ``<reward_{k-1}>`` as special tokens; new input (and untied output) embedding rows =
+    mean of the old rows + N(0, 1) x their per-dimension std (reference ``quark_trainer``; notes Sec. 5.5). Returns
+    the original vocabulary size (the KL is taken over it)."""
+    n_old = model.get_input_embeddings().weight.shape[0]
+    tokenizer.add_special_tokens({"additional_special_tokens": [reward_token(i) for i in range(k)]})
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    gen = torch.Generator().manual_seed(stable_hash("reward-tokens", seed))
+    with torch.no_grad():
+        mats = [model.get_input_embeddings().weight]
+        out = model.get_output_embeddings()
+        if out is not None and out.weight is not mats[0]:
+            mats.append(out.weight)
+        for w in mats:
+            old = w[:n_old].float()
+            noise = torch.randn((w.shape[0] - n_old, w.shape[1]), generator=gen)
+            w[n_old:] = (old.mean(0) + noise * old.std(0)).to(w.dtype)
+    return n_old
+
+
+@register_agent("quark")
+class QuarkAgent(RLAgentBase):
+    """Quark. ``fit(envs, policy=..., reward=..., output_dir=...)``; ``respond`` samples from the trained policy
+    (behind ``<reward_0>`` in the all-quantile variant). Constructor as :class:`~.ppo.PPOAgent`, ``config``:
+    :class:`QuarkConfig`."""
+
+    name = "quark"
+    CONFIG_CLASS: ClassVar[type] = QuarkConfig
+    CSV_FIELDS: ClassVar[tuple[str, ...]] = (
+        "reward_mean", "reward_std", "reward_kept_mean", "loss", "nll", "kl", "entropy", "kl_coef", "response_length",
+        "tokens_per_s", "lr")
+
+    @property
+    def prefix(self) -> str:
+        return "" if self.config.train_on_best_quantile else reward_token(0)
+
+    def _build(self, start: Any, backend: Any) -> None:
+        cfg, acc = self.config, self.accelerator
+        if cfg.num_reward_tokens < 1 or cfg.rollout_batch_size // acc.num_processes < cfg.num_reward_tokens:
+            raise ValueError("quark needs num_reward_tokens >= 1 and at least that many rollouts per process")
+        model = copy.deepcopy(start.model)
+        self.n_vocab = model.get_output_embeddings().weight.shape[0]
+        if not cfg.train_on_best_quantile:
+            if cfg.lean:
+                raise ValueError("quark's all-quantile variant (reward tokens) is not available in lean mode")
+            self.tokenizer = copy.deepcopy(start.tokenizer)  # the stage's tokenizer stays as it is
+            self.n_vocab = add_reward_tokens(model, self.tokenizer, cfg.num_reward_tokens, cfg.seed)
+        if cfg.lean:
+            model = with_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+            self.ref = None
+        else:
+            self.ref = frozen_copy(model).to(acc.device)
+        model.eval()  # no dropout
+        opt, self.scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+        self.trained_module, self.optimizer = acc.prepare(model, opt)
+        acc.register_for_checkpointing(self.scheduler)
+
+    @property
+    def _unwrapped(self) -> Any:
+        return self.accelerator.unwrap_model(self.trained_module)
+
+    def _current_policy(self) -> Any:
+        from ..models import Policy
+
+        return Policy(self._unwrapped, self.tokenizer, name=f"{self.policy.name}:quark")
+
+    def _final_policy(self) -> Any:
+        from ..models import Policy
+
+        model = copy.deepcopy(self._unwrapped)
+        if self.config.lean:
+            model = model.merge_and_unload()
+        return Policy(model.eval(), self.tokenizer, name=f"{self.policy.name}:quark")
+
+    def respond(self, observations):
+        if self.prefix:  # condition on the best quantile's token
+            observations = [{**o, "prompt": self.prefix + (o.get("prompt") or "")} for o in observations]
+        return super().respond(observations)
+
+    # ------------------------------------------------------------------------------------------------ one step
+    def _train_step(self, step: int) -> dict[str, Any]:
+        cfg, acc, model = self.config, self.accelerator, self.trained_module
+        t0 = time.time()
+        # 1-2. a fresh pool: this step's rollouts only (quark_trainer: clear_data_pool_on_each_rollout)
+        chunks, scores, prompts = self.collect(step, self._unwrapped, prefix=self.prefix)
+        pad = self.tokenizer.pad_token_id
+        responses = torch.cat([c["responses"] for c in chunks])
+        rmask = torch.cat([c["response_mask"] for c in chunks])
+        n_tokens = self.all_reduce(rmask.sum().float().cpu())
+        t_rollout = time.time() - t0
+        # 3. sort by reward, cut into quantiles; keep the best one (or all, behind their quantile tokens)
+        K = cfg.num_reward_tokens
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        q = len(order) // K
+        quantiles = [order[k * q: (k + 1) * q] for k in range(K)]
+        kept = [(i, 0) for i in quantiles[0]] if cfg.train_on_best_quantile else [
+            (i, k) for k, idx in enumerate(quantiles) for i in idx]
+        texts = [(reward_token(k) if not cfg.train_on_best_quantile else "") + prompts[i] for i, k in kept]
+        queries, qmask = encode_queries(self.tokenizer, texts, pad)
+        device = responses.device
+        data = {"queries": queries.to(device), "query_mask": qmask.to(device),
+                "responses": responses[[i for i, _ in kept]], "response_mask": rmask[[i for i, _ in kept]]}
+        # 4. one optimizer step over step_batch_size sequences from an infinite shuffled loader of the kept pairs
+        per_step = cfg.step_batch_size // acc.num_processes
+        idx: list[int] = []
+        p = 0
+        while len(idx) < per_step:
+            idx.extend(epoch_order(len(kept), stable_hash(cfg.seed, acc.process_index), step * 1000 + p, "quark-pool"))
+            p += 1
+        idx = idx[:per_step]
+        micro = max(1, min(cfg.step_per_device_batch_size, per_step))
+        stats: dict[str, list[float]] = {"loss": [], "nll": [], "kl": [], "entropy": []}
+
+        def loss_fn(ids):
+            b = {k: v[ids] for k, v in data.items()}
+            width = int(b["query_mask"].sum(1).max())  # drop columns that are padding in the whole micro-batch
+            inputs = sequence_inputs(b["queries"][:, -width:], b["query_mask"][:, -width:], b["responses"],
+                                     b["response_mask"])
+            logits = response_logits(model, inputs, cfg.response_len, cfg.temperature)
+            with torch.no_grad(), reference_of(self._unwrapped, self.ref) as ref:
+                ref_logits = response_logits(ref, inputs, cfg.response_len, cfg.temperature)[..., : self.n_vocab]
+            loss, st = quark_loss(logits, ref_logits, b["responses"], b["response_mask"], cfg.kl_coef,
+                                  cfg.entropy_coef, temperature=1.0)  # the logits are already divided by it
+            stats["loss"].append(float(loss.detach()))
+            for k in ("nll", "kl", "entropy"):
+                stats[k].append(float(st[k]))
+            return loss
+
+        self.accumulate(model, [idx[i: i + micro] for i in range(0, len(idx), micro)], loss_fn)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        sc = torch.tensor(scores)
+        mean = lambda xs: self.global_mean(sum(xs) / max(1, len(xs)))  # noqa: E731
+        reward_mean = self.global_mean(float(sc.mean()))
+        reward_sq = self.global_mean(float((sc ** 2).mean()))
+        return {
+            "reward_mean": reward_mean, "reward_std": max(0.0, reward_sq - reward_mean ** 2) ** 0.5,
+            "reward_kept_mean": self.global_mean(float(sc[quantiles[0]].mean())) if q else float("nan"),
+            "loss": mean(stats["loss"]), "nll": mean(stats["nll"]), "kl": mean(stats["kl"]),
+            "entropy": mean(stats["entropy"]), "kl_coef": cfg.kl_coef,
+            "response_length": self.global_mean(float(rmask.sum(1).float().mean())),
+            "tokens_per_s": float(n_tokens) / max(t_rollout, 1e-9), "lr": lr,
+        }
+
