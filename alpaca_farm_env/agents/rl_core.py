@@ -582,7 +582,9 @@ class RLAgentBase(SFTAgent):
                                      seed=cfg.seed) if eval_rows else None)
         self.n_shard = len(shard)
 
-        key = digest({"agent": self.name, "config": asdict(cfg), "reward": [str(spec), spec_kwargs],
+        # what the run's results depend on (stop_after only says where this call stops)
+        key = digest({"agent": self.name, "config": {k: v for k, v in asdict(cfg).items() if k != "stop_after"},
+                      "reward": [str(spec), spec_kwargs],
                       "policy": getattr(start, "name", ""), "prompts": len(rows), "world": world})[:16]
         summary_path = out / "summary.json"
         if summary_path.is_file():
