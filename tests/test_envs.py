@@ -211,3 +211,22 @@ def test_make_vec_is_batched_with_one_reward_call_per_step():
     venv2 = gym.make_vec("AlpacaFarm-v0", num_envs=n, split="eval", indices=EVAL_IDX[:6], reward="length")
     assert list(venv2.reset(seed=5)[1]["example_index"]) == first_ids
     venv.close()
+
+
+def test_vector_env_from_another_envs_rows_with_another_reward(data_dir):
+    """``AlpacaFarmVectorEnv.from_env``: an agent re-scores a selection of its env's rows with a reward built later."""
+    single = gym.make("AlpacaFarm-v0", split="unlabeled", reward="length", max_examples=20, data_dir=data_dir,
+                      max_text_length=9000)
+    rows = single.unwrapped.rows[5:9]
+    vec = AlpacaFarmVectorEnv.from_env(single, rows, 2, reward="annotator", reward_kwargs={"annotator": "longer"}, seed=1)
+    assert vec.num_envs == 2 and vec.split == "unlabeled" and vec.data_dir == data_dir
+    assert vec.reward_spec == "annotator" and str(vec.reward_kwargs["data_dir"]) == str(data_dir)
+    assert vec.single_observation_space["prompt"].max_length == 9000
+    obs, _ = vec.reset(options={"index": [0, 3]})
+    assert list(obs["prompt"]) == [rows[0]["prompt"], rows[3]["prompt"]]
+    _, rewards, *_ = vec.step(["a much longer answer than the reference, surely, " * 40, ""])
+    assert rewards[0] == 1.0 and rewards[1] == 0.0  # 'longer wins' against the reference
+    same = AlpacaFarmVectorEnv.from_env(vec, rows[:2], 1)  # default: the given env's reward
+    assert same.reward_spec == "annotator" and same.reward_kwargs["annotator"] == "longer"
+    with pytest.raises(TypeError, match="not an AlpacaFarm-v0 env"):
+        AlpacaFarmVectorEnv.from_env(object(), rows, 1)

@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..envs.vector_env import AlpacaFarmVectorEnv
 from ..utils import atomic_write_text, digest, stable_hash
 from .sft import SFTAgent
 
@@ -397,35 +398,6 @@ def env_rows(env: Any) -> list[dict[str, Any]]:
     return list(base.rows)
 
 
-def rollout_env(env: Any, rows: Sequence[dict[str, Any]], *, num_envs: int, reward: Any,
-                reward_kwargs: Mapping[str, Any] | None, seed: int) -> Any:
-    """An ``AlpacaFarm-v0`` vector env over ``rows`` (a selection of the given env's rows: this process's shard of the
-    prompts that fit ``query_len``) whose reward is ``reward``, so that each ``step`` is ONE batched call to the
-    reward model. Built from the rows the given env already holds: the agent still learns from the env it received
-    and never reads the data dir. (A ``from_rows`` constructor on ``AlpacaFarmVectorEnv`` would make this a call.)
-    """
-    from ..envs.spaces import UnicodeText
-    from ..envs.text_env import text_observation_space
-    from ..envs.vector_env import AlpacaFarmVectorEnv
-    from gymnasium.vector.utils import batch_space
-
-    base = getattr(env, "unwrapped", env)
-    vec = AlpacaFarmVectorEnv.__new__(AlpacaFarmVectorEnv)
-    vec.num_envs = int(num_envs)
-    vec.split, vec.reference = getattr(base, "split", "unlabeled"), getattr(base, "reference", "alpacafarm")
-    data_dir = (getattr(base, "reward_kwargs", None) or {}).get("data_dir")
-    vec._init_source(list(rows), reward=reward, reward_kwargs=dict(reward_kwargs or {}), shuffle=False, seed=seed,
-                     split=vec.split, data_dir=data_dir)
-    obs_space = getattr(base, "single_observation_space", None) or getattr(base, "observation_space", None)
-    act_space = getattr(base, "single_action_space", None) or getattr(base, "action_space", None)
-    vec.single_observation_space = obs_space if obs_space is not None else text_observation_space(8192)
-    vec.single_action_space = act_space if isinstance(act_space, UnicodeText) else UnicodeText(8192, min_length=0)
-    vec.observation_space = batch_space(vec.single_observation_space, vec.num_envs)
-    vec.action_space = batch_space(vec.single_action_space, vec.num_envs)
-    vec._current = None
-    return vec
-
-
 def env_episode(env: Any, positions: Sequence[int], respond: Callable[[list[str]], list[str]]) -> tuple[list[str], list[str], list[float]]:
     """One vector-env step on chosen rows: ``reset(options={"index": positions})`` puts those prompts in the
     sub-envs, ``respond(prompts)`` answers them, ``step(responses)`` scores them in one reward call. Returns
@@ -576,10 +548,11 @@ class RLAgentBase(SFTAgent):
             raise ValueError(f"no prompt of envs['unlabeled'] fits query_len={cfg.query_len} tokens")
         self.per_process = cfg.rollout_batch_size // world
         self.chunk = max(1, min(cfg.rollout_per_device_batch_size, self.per_process))
-        self.env = rollout_env(env, shard, num_envs=self.chunk, reward=spec, reward_kwargs=spec_kwargs,
-                               seed=stable_hash(cfg.seed, rank))
-        self.eval_env = (rollout_env(env, eval_rows, num_envs=len(eval_rows), reward=spec, reward_kwargs=spec_kwargs,
-                                     seed=cfg.seed) if eval_rows else None)
+        # the given env's rows with the reward in force (the stage's reward model): one batched reward call a step
+        self.env = AlpacaFarmVectorEnv.from_env(env, shard, self.chunk, reward=spec, reward_kwargs=spec_kwargs,
+                                                seed=stable_hash(cfg.seed, rank))
+        self.eval_env = (AlpacaFarmVectorEnv.from_env(env, eval_rows, len(eval_rows), reward=spec,
+                                                      reward_kwargs=spec_kwargs, seed=cfg.seed) if eval_rows else None)
         self.n_shard = len(shard)
 
         # what the run's results depend on (stop_after only says where this call stops)

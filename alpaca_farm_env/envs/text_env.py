@@ -63,7 +63,7 @@ class AlpacaFarmEnv(EpisodeSource, gym.Env[dict, str]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
-        self.split, self.reference = split, reference
+        self.split, self.reference, self.data_dir = split, reference, data_dir
         rows = load_rows(split, data_dir=data_dir, reference=reference, indices=indices, max_examples=max_examples)
         too_long = [r["row_index"] for r in rows if len(r["prompt"]) > max_text_length]
         if too_long:

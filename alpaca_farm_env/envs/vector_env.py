@@ -87,13 +87,20 @@ class AlpacaFarmVectorEnv(EpisodeSource, VectorEnv):
         max_response_length: int = DEFAULT_MAX_TEXT_LENGTH,
         render_mode: str | None = None,
     ):
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if render_mode is not None:
             raise ValueError("AlpacaFarmVectorEnv has no render modes")
-        self.num_envs = int(num_envs)
-        self.split, self.reference = split, reference
         rows = load_rows(split, data_dir=data_dir, reference=reference, indices=indices, max_examples=max_examples)
+        self._setup(rows, num_envs, split=split, reference=reference, reward=reward, reward_kwargs=reward_kwargs,
+                    shuffle=shuffle, seed=seed, data_dir=data_dir, max_text_length=max_text_length,
+                    max_response_length=max_response_length)
+
+    def _setup(self, rows: list[dict[str, Any]], num_envs: int, *, split: str, reference: str, reward: Any,
+               reward_kwargs: dict[str, Any] | None, shuffle: bool, seed: int | None, data_dir: Any,
+               max_text_length: int, max_response_length: int) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = int(num_envs)
+        self.split, self.reference, self.data_dir = split, reference, data_dir
         self._init_source(rows, reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed, split=split,
                           data_dir=data_dir)
         self.single_observation_space = text_observation_space(max_text_length)
@@ -101,6 +108,27 @@ class AlpacaFarmVectorEnv(EpisodeSource, VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._current: list[int] | None = None
+
+    @classmethod
+    def from_env(cls, env: Any, rows: Sequence[dict[str, Any]], num_envs: int, *, reward: Any = None,
+                 reward_kwargs: dict[str, Any] | None = None, seed: int | None = None) -> "AlpacaFarmVectorEnv":
+        """A vector env over ``rows`` -- a selection of the rows of ``env`` (an ``AlpacaFarm-v0`` env, single or
+        vector, wrapped or not), e.g. one process's shard of the prompts -- with ``env``'s split, reference, data dir
+        and spaces, and ``reward`` (default: ``env``'s). An agent that scores with a reward built after its env was
+        made (the trained reward model) uses this: it still learns from the env it received and never reads the data
+        dir. Episodes come in row order (no shuffling)."""
+        base = getattr(env, "unwrapped", env)
+        if not hasattr(base, "rows") or not hasattr(base, "reward_spec"):
+            raise TypeError(f"{type(env).__name__} is not an AlpacaFarm-v0 env (gym.make / gym.make_vec('AlpacaFarm-v0'))")
+        if reward is None:
+            reward, reward_kwargs = base.reward_spec, {k: v for k, v in base.reward_kwargs.items() if k != "data_dir"}
+        obs_space = getattr(base, "single_observation_space", None) or base.observation_space
+        act_space = getattr(base, "single_action_space", None) or base.action_space
+        vec = cls.__new__(cls)
+        vec._setup(list(rows), num_envs, split=base.split, reference=base.reference, reward=reward,
+                   reward_kwargs=reward_kwargs, shuffle=False, seed=seed, data_dir=getattr(base, "data_dir", None),
+                   max_text_length=obs_space["prompt"].max_length, max_response_length=act_space.max_length)
+        return vec
 
     def _obs(self, positions: Sequence[int]) -> dict[str, tuple[str, ...]]:
         return {k: tuple(self.rows[p][k] for p in positions) for k in ("instruction", "input", "prompt")}
