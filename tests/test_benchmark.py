@@ -113,7 +113,8 @@ def test_refuses_to_rerank_with_the_evaluator(preset_file, tmp_path, capsys):
 
 
 def test_presets_and_subset(data_dir):
-    methods = ["base", "sft", "best_of_n", "expert_iteration", "binary_feedme", "binary_reward_conditioning", "dpo"]
+    methods = ["base", "sft", "best_of_n", "expert_iteration", "binary_feedme", "binary_reward_conditioning", "dpo",
+               "ppo", "quark"]
     assert set(methods) <= set(list_agents())
     tiny, paper = load_preset("tiny"), load_preset("paper")
     assert tiny.policy == "smollm2-135m" and tiny.annotator == "pooled" and tiny.compare_to == "sft"
@@ -121,6 +122,7 @@ def test_presets_and_subset(data_dir):
     assert list(paper.methods) == methods and paper.stages["preferences"]["annotator"] == "alpaca_farm_pool_noisy"
     assert paper.n_eval is None and paper.generation.max_new_tokens == 300 and paper.generation.temperature == 0.7
     assert paper.policy is None and paper.methods["best_of_n"]["temperature"] == 1.0
+    assert paper.methods["ppo"] == {} and paper.methods["quark"] == {}  # PPOConfig() / QuarkConfig(): the scripts'
     cpu_all = load_preset("cpu_all")  # every method on 2 cores, the reward model on the SFT trunk
     cpu_all.validate("cpu_all")
     assert list(cpu_all.methods) == methods and cpu_all.stages["reward_model"]["backbone"] == "sft"

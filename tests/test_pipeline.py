@@ -12,7 +12,12 @@ import yaml
 from alpaca_farm_env.benchmark.config import load_preset
 from alpaca_farm_env.cli import main
 
-METHODS = ["base", "sft", "best_of_n", "expert_iteration", "binary_feedme", "binary_reward_conditioning", "dpo"]
+METHODS = ["base", "sft", "best_of_n", "expert_iteration", "binary_feedme", "binary_reward_conditioning", "dpo",
+           "ppo", "quark"]
+# the byte tokenizer of tiny-llama makes the Alpaca template ~200 tokens: query_len must hold it
+RL = {"rollout_batch_size": 4, "step_batch_size": 4, "rollout_per_device_batch_size": 4, "step_per_device_batch_size": 2,
+      "query_len": 512, "response_len": 6, "total_steps": 2, "save_steps": 1, "eval_steps": 0, "n_eval_prompts": 0,
+      "learning_rate": 1e-3}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,6 +37,8 @@ def _preset(tmp_path: Path) -> Path:
         "binary_reward_conditioning": {"config": small_sft},
         "dpo": {"config": {"max_steps": 2, "max_length": 512, "per_device_batch_size": 2,
                            "gradient_accumulation_steps": 1, "learning_rate": 1e-3}},
+        "ppo": {"config": {**RL, "noptepochs": 1}},
+        "quark": {"config": RL},
     }
     cfg["stages"] = {
         "sft": small_sft,
@@ -62,9 +69,49 @@ def test_all_methods_through_the_env_with_shared_cached_stages(tmp_path, capsys)
     by = {m["method"]: m for m in res["methods"]}
     assert by["dpo"]["settings"]["stages"]["preferences"] == by["binary_feedme"]["settings"]["stages"]["preferences"]
     assert "reward" in by["best_of_n"]["settings"]["stages"]
+    for rl in ("ppo", "quark"):  # trained against the reward-model stage, a CSV row per step
+        assert by[rl]["settings"]["stages"]["reward"] == by["best_of_n"]["settings"]["stages"]["reward"]
+        (fit,) = (run_dir / rl).glob("fit-*")
+        rows = (fit / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 1 + 2 and rows[0].startswith("step,reward_mean")
+    ppo_summary = json.loads(next((run_dir / "ppo").glob("fit-*/summary.json")).read_text())
+    assert ppo_summary["value_init"].startswith("copy of the reward model trunk")  # RM on the SFT trunk: same vocab
     # a rerun builds nothing and generates nothing
     rc = main(["benchmark", "--preset", str(preset), "--run-dir", str(run_dir), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     again = json.loads((run_dir / "results.json").read_text())
     assert all(v == 0.0 for v in again["stage_seconds"].values())
     assert all(m["n_generated"] == 0 and m["n_annotations_cached"] == 4 for m in again["methods"])
+
+
+def test_overoptimization_experiment_writes_both_curves(tmp_path, capsys):
+    """``alpaca-farm experiment overoptimization`` on the tiny pipeline: best-of-n over n and PPO over steps, each
+    point a (proxy reward, win-rate) pair measured through eval-split envs; a rerun measures nothing again."""
+    preset = _preset(tmp_path)
+    run_dir = tmp_path / "runs" / "o"
+    argv = ["experiment", "overoptimization", "--preset", str(preset), "--run-dir", str(run_dir), "--ns", "1,2,4",
+            "--ppo-steps", "4", "--eval-every", "2", "--no-progress", "--json"]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    got = [(p["method"], p["x"]) for p in res["points"]]
+    assert got == [("best_of_n", 1.0), ("best_of_n", 2.0), ("best_of_n", 4.0), ("ppo", 0.0), ("ppo", 2.0),
+                   ("ppo", 4.0)]
+    bon = [p for p in res["points"] if p["method"] == "best_of_n"]
+    # best-of-n keeps the highest proxy reward of the first n samples: the mean can only rise with n
+    assert bon[0]["proxy_reward"] <= bon[1]["proxy_reward"] <= bon[2]["proxy_reward"]
+    for p in res["points"]:
+        assert p["n"] == 4 and 0.0 <= p["win_rate"] <= 100.0
+    assert Path(res["png"]).stat().st_size > 1000
+    csv = Path(res["csv"]).read_text().splitlines()
+    assert csv[0].startswith("method,x,proxy_reward,win_rate") and len(csv) == 1 + 6
+    assert set(res["peaks"]) == {"best_of_n", "ppo"}
+    stages = sorted(p.name.split("-")[0] for p in (run_dir / "stages").iterdir())
+    assert stages == ["preferences", "reward_model", "sft"]
+    # resumed: every point is read back, nothing is measured again (the points file does not grow)
+    points_file = next((run_dir / "overoptimization").glob("points-*.jsonl"))
+    n_lines = len(points_file.read_text().splitlines())
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["points"] == res["points"]
+    assert len(points_file.read_text().splitlines()) == n_lines
+    assert main(["experiment", "overoptimization", "--preset", str(preset), "--run-dir", str(run_dir),
+                 "--ns", "0,2"]) == 2

@@ -435,7 +435,7 @@ class RLAgentBase(SFTAgent):
        the reward of ``envs["unlabeled"]`` itself; the benchmark's evaluator is refused (it would overstate the gain);
     2. the prompts: the rows of ``envs["unlabeled"]`` that fit ``query_len``, the last ``n_eval_prompts`` held out for
        the periodic eval, the rest sharded over processes (``rows[rank::world]``); each process steps its own
-       vector env over its shard (:func:`rollout_env`), one reward call per ``step``;
+       vector env over its shard (``AlpacaFarmVectorEnv.from_env``), one reward call per ``step``;
     3. Accelerate: models and optimizer through ``accelerator.prepare`` (DDP / FSDP / DeepSpeed by ``accelerate
        launch``), statistics all-reduced over processes;
     4. per step: ``self._train_step`` (PPO or Quark), a CSV row, a checkpoint every ``save_steps``, an eval every

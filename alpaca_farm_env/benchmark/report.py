@@ -64,3 +64,31 @@ def bar_chart(results: dict[str, Any], path: str | Path) -> str:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return str(path)
+
+
+def overoptimization_chart(points: list[dict[str, Any]], path: str | Path, title: str = "") -> str:
+    """PNG of the over-optimization curves (paper Fig. 5): x = mean proxy reward, y = win-rate with standard-error
+    bars, one line per method, each point labelled with its n or PPO step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for method, label, fmt in (("best_of_n", "best-of-n (n)", "o-"), ("ppo", "PPO (step)", "s-")):
+        pts = sorted((p for p in points if p["method"] == method), key=lambda p: p["x"])
+        if not pts:
+            continue
+        xs, ys = [p["proxy_reward"] for p in pts], [p["win_rate"] for p in pts]
+        es = [p["standard_error"] if p.get("standard_error") is not None else 0.0 for p in pts]
+        ax.errorbar(xs, ys, yerr=es, fmt=fmt, capsize=3, label=label)
+        for p, x, y in zip(pts, xs, ys):
+            ax.annotate(f"{p['x']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("mean proxy reward (reward model)")
+    ax.set_ylabel("win-rate vs Davinci003 (%)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)

@@ -413,6 +413,10 @@ def train_reward_model(
 
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                             processing_class=tokenizer, callbacks=[_Losses(), *callbacks])
+    if not progress:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # without a progress bar the Trainer prints every log line to stdout
     started = time.perf_counter()
     last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
