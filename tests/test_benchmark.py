@@ -67,6 +67,11 @@ def test_end_to_end_and_resume(preset_file, tmp_path, capsys):
     assert "win-rate vs Davinci003" in md and "win-rate vs sft" in md and "(baseline)" in md
     wr = f"{bon['metrics']['win_rate']:.1f} ± {bon['metrics']['standard_error']:.1f}"
     assert wr in out and wr in md and f"| {N_EVAL} |" in md
+    # the measured time of each method and shared stage
+    assert "| fit (s) | generate + annotate (s) |" in md
+    sft_row = next(line for line in md.splitlines() if line.startswith("| sft |"))
+    assert sft_row.split("|")[-3].strip() == f"{sft['seconds']['fit']:.1f}"
+    assert "shared stages (s, 0 = reused from the run dir): sft " in md
     assert (run_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     board = json.loads((tmp_path / "runs" / "leaderboard.json").read_text())
     assert len(board) == 3

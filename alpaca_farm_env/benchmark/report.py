@@ -20,18 +20,28 @@ def markdown_table(results: dict[str, Any]) -> str:
     head = ["method", "reward", f"win-rate vs {REFERENCE_NAME} (%)"]
     if base:
         head.append(f"win-rate vs {base} (%)")
-    head += ["n", "avg length (chars)"]
+    head += ["n", "avg length (chars)", "fit (s)", "generate + annotate (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for m in results["methods"]:
         cells = [m["label"], m.get("reward") or "—", _fmt(m["metrics"])]
         if base:
             cells.append("(baseline)" if m["method"] == base else _fmt(m.get("vs_baseline")))
         al = m["metrics"].get("avg_length")
-        cells += [str(m["metrics"]["n_total"]), f"{al:.0f}" if al is not None else "—"]
+        secs = m.get("seconds") or {}
+        cells += [str(m["metrics"]["n_total"]), f"{al:.0f}" if al is not None else "—",
+                  _secs(secs.get("fit")), _secs(secs.get("generate_and_annotate"))]
         lines.append("| " + " | ".join(cells) + " |")
     caption = (f"policy {results['policy']}, evaluator {results['evaluator']}, reference {REFERENCE_NAME} "
                f"({results['reference']}), {results['n_eval']} instructions")
+    stages = results.get("stage_seconds") or {}
+    if stages:  # 0 = reused from an earlier run; a method's fit includes the shared stages it built first
+        caption += "\n\nshared stages (s, 0 = reused from the run dir): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in stages.items())
     return "\n".join(lines) + "\n\n" + caption
+
+
+def _secs(x: Any) -> str:
+    return "—" if x is None else f"{float(x):.1f}"
 
 
 def bar_chart(results: dict[str, Any], path: str | Path) -> str:
