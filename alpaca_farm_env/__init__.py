@@ -2,11 +2,11 @@
 
 ``import alpaca_farm_env`` registers ``AlpacaFarm-v0`` and ``AlpacaFarmToken-v0`` with Gymnasium.
 """
+from typing import Any
+
 from . import envs  # noqa: F401  (registers the environments)
-from .agents import list_agents, make_agent, register_agent
 from .annotators import list_annotators, make_annotator, register_annotator
 from .data import format_prompt, load_eval_set, load_split
-from .rewards import as_trl_reward_func, list_rewards, make_reward, register_reward
 
 __version__ = "0.1.0"
 __all__ = [
@@ -14,3 +14,20 @@ __all__ = [
     "format_prompt", "load_eval_set", "load_split", "as_trl_reward_func", "list_rewards", "make_reward",
     "register_reward", "__version__",
 ]
+
+
+# The agents (every method's trainer) and the rewards (the reward model) import torch, ~1 s: they load on first use
+# of these names, not on import (issue 12). Making an env imports the rewards it needs.
+_LAZY = {"list_agents": "agents", "make_agent": "agents", "register_agent": "agents",
+         "as_trl_reward_func": "rewards", "list_rewards": "rewards", "make_reward": "rewards",
+         "register_reward": "rewards"}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in ("agents", "rewards"):  # `alpaca_farm_env.agents` without importing it first, as before
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

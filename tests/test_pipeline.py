@@ -37,7 +37,7 @@ def _preset(tmp_path: Path) -> Path:
         "binary_reward_conditioning": {"config": small_sft},
         "dpo": {"config": {"max_steps": 2, "max_length": 512, "per_device_batch_size": 2,
                            "gradient_accumulation_steps": 1, "learning_rate": 1e-3}},
-        "ppo": {"config": {**RL, "noptepochs": 1}},
+        "ppo": {"config": {**RL, "noptepochs": 1, "eval_steps": 2}},
         "quark": {"config": RL},
     }
     cfg["stages"] = {
@@ -75,6 +75,9 @@ def test_all_methods_through_the_env_with_shared_cached_stages(tmp_path, capsys)
         rows = (fit / "metrics.csv").read_text().splitlines()
         assert len(rows) == 1 + 2 and rows[0].startswith("step,reward_mean")
     ppo_summary = json.loads(next((run_dir / "ppo").glob("fit-*/summary.json")).read_text())
+    # every eval_steps: the evaluator's win-rate on a few eval instructions, logged beside the training metrics
+    eval_rows = (next((run_dir / "ppo").glob("fit-*")) / "eval.csv").read_text().splitlines()
+    assert "eval_win_rate" in eval_rows[0] and len(eval_rows) == 2 and eval_rows[1].startswith("2,")
     assert ppo_summary["value_init"].startswith("copy of the reward model trunk")  # RM on the SFT trunk: same vocab
     # a rerun builds nothing and generates nothing
     rc = main(["benchmark", "--preset", str(preset), "--run-dir", str(run_dir), "--no-progress"])

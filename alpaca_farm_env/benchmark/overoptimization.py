@@ -23,64 +23,17 @@ import dataclasses
 import json
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..errors import ConfigError, TrainingOnTestSetWarning
+from ..errors import ConfigError
 from ..utils import atomic_write_text, digest, stable_hash
 from .config import BenchmarkConfig, eval_subset
 from .pipeline import Pipeline, make_env
+from .scoring import EvalScorer
 
 DEFAULT_NS = (1, 2, 4, 8, 16)  # the paper sweeps n up to 1024 (Fig. 5, 12)
 CSV_FIELDS = ("method", "x", "proxy_reward", "win_rate", "standard_error", "n", "avg_length")
-
-
-class EvalScorer:
-    """Proxy reward and win-rate of a list of responses to the eval rows, each through an eval-split vector env."""
-
-    def __init__(self, cfg: BenchmarkConfig, rows: list[dict[str, Any]], reward: Any, reward_kwargs: dict[str, Any],
-                 evaluator_kwargs: dict[str, Any], data_dir: Any):
-        self.rows, self.data_dir, self.cfg = rows, data_dir, cfg
-        self.reward, self.reward_kwargs = reward, reward_kwargs
-        self.eval_reward = {"annotator": cfg.annotator, **evaluator_kwargs, "seed": cfg.annotator_seed,
-                            "per_episode": False}
-        self._envs: dict[str, Any] = {}
-
-    def _env(self, which: str) -> Any:
-        if which not in self._envs:
-            reward, kwargs = (self.reward, self.reward_kwargs) if which == "proxy" else ("annotator", self.eval_reward)
-            with warnings.catch_warnings():  # measuring, not training on, the eval split
-                warnings.simplefilter("ignore", TrainingOnTestSetWarning)
-                self._envs[which] = make_env({"id": "AlpacaFarm-v0", "split": "eval", "reference": self.cfg.reference,
-                                              "shuffle": False, "indices": [r["row_index"] for r in self.rows],
-                                              "reward": reward, "reward_kwargs": kwargs},
-                                             self.data_dir, num_envs=len(self.rows))
-        return self._envs[which]
-
-    def observations(self) -> list[dict[str, str]]:
-        obs, _ = self._env("proxy").reset(options={"index": list(range(len(self.rows)))})
-        return [{k: obs[k][j] for k in ("instruction", "input", "prompt")} for j in range(len(self.rows))]
-
-    def _step(self, which: str, responses: Sequence[str]) -> tuple[list[float], dict[str, Any]]:
-        env = self._env(which)
-        env.reset(options={"index": list(range(len(self.rows)))})
-        _, rewards, _, _, infos = env.step([str(r) for r in responses])
-        return [float(r) for r in rewards], infos.get("final_info", {})
-
-    def proxy(self, responses: Sequence[str]) -> list[float]:
-        return self._step("proxy", responses)[0]
-
-    def point(self, method: str, x: float, responses: Sequence[str], proxy: Sequence[float] | None = None
-              ) -> dict[str, Any]:
-        from ..metrics import win_rate
-
-        proxy = list(proxy) if proxy is not None else self.proxy(responses)
-        _, final = self._step("evaluator", responses)
-        prefs = [None if p is None else float(p) for p in final["preference"]]
-        wr = win_rate(prefs, list(responses))
-        return {"method": method, "x": x, "proxy_reward": sum(proxy) / len(proxy), "win_rate": wr["win_rate"],
-                "standard_error": wr["standard_error"], "n": wr["n_total"], "avg_length": wr["avg_length"]}
 
 
 def run_overoptimization(
@@ -123,8 +76,8 @@ def run_overoptimization(
     rows = eval_subset(eval_env.unwrapped.rows, cfg.n_eval, cfg.subset_seed)
     reward_stage, rm_key = pipeline.reward_model()
     reward, reward_kwargs = reward_of_stage(reward_stage)
-    scorer = EvalScorer(cfg, rows, reward, reward_kwargs, with_data_dir(cfg.annotator, cfg.annotator_kwargs, data_dir),
-                        data_dir)
+    scorer = EvalScorer(cfg, rows, with_data_dir(cfg.annotator, cfg.annotator_kwargs, data_dir), data_dir,
+                        reward=reward, reward_kwargs=reward_kwargs)
     gen = cfg.generation
     key = digest({"sft": pipeline.sft_key(), "reward_model": rm_key, "evaluator": cfg.annotator,
                   "evaluator_kwargs": cfg.annotator_kwargs, "rows": [r["row_index"] for r in rows],

@@ -14,6 +14,7 @@ Every run's rows are also upserted into ``<runs_root>/leaderboard.json`` (see ``
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -28,6 +29,7 @@ from ..utils import accepts_kwarg, atomic_write_text, digest, file_lock, json_sa
 from .config import BenchmarkConfig, eval_subset
 from .evaluation import LazyAnnotator, annotate_pairs, to_alpaca_eval_layout
 from .pipeline import Pipeline, make_env
+from .scoring import EvalScorer, win_rate_hook
 
 REFERENCE_NAME = "Davinci003"
 
@@ -58,6 +60,17 @@ def default_run_dir(cfg: BenchmarkConfig, evaluator_identity: str = "") -> Path:
     key.pop("runs_root", None)
     key["evaluator_identity"] = evaluator_identity
     return Path(cfg.runs_root) / f"{cfg.name}-{digest(key)[:10]}"
+
+
+RL_EVAL_ROWS = 16  # eval instructions an RL agent's periodic win-rate uses (a trend in its eval.csv, not the result)
+
+
+def _has_parameter(factory: Any, name: str) -> bool:
+    """Whether ``factory`` names the parameter ``name`` (not merely ``**kwargs``)."""
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _agent_kwargs(cfg: BenchmarkConfig, method: str, factory: Any) -> dict[str, Any]:
@@ -165,7 +178,10 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
                 from ..models import load_policy
 
                 start = load_policy(cfg.policy, **cfg.policy_kwargs)
-            agent = AGENTS.make(cfg.methods[method].get("agent", method), policy=start, **kwargs)
+            extra: dict[str, Any] = {}
+            if _has_parameter(factory, "evaluate"):  # RL agents: a win-rate every eval_steps, in their eval.csv
+                extra["evaluate"] = win_rate_hook(EvalScorer(cfg, rows[:RL_EVAL_ROWS], evaluator_kwargs, data_dir))
+            agent = AGENTS.make(cfg.methods[method].get("agent", method), policy=start, **kwargs, **extra)
             t0 = time.time()
             envs = {name: make_env(spec, data_dir) for name, spec in getattr(factory, "ENVS", {}).items()}
             # the method's own training dir is keyed like its outputs: another config or stage never reuses it

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +49,54 @@ def load_bank(
         return None
     key = (str(root), tuple(models) if models else None, max_pairs_per_model, tfidf_bits)
     if key not in _BANKS:
-        _BANKS[key] = AnswerBank(load_training_pairs(root, models, max_pairs_per_model), tfidf_bits=tfidf_bits)
+        _BANKS[key] = LazyAnswerBank(load_training_pairs(root, models, max_pairs_per_model), tfidf_bits=tfidf_bits)
     return _BANKS[key]
+
+
+class LazyAnswerBank(AnswerBank):
+    """An :class:`AnswerBank` that knows its prompts at once and builds the rest (the TF-IDF matrix over every
+    banked answer, ~10 s on 2 cores) on the first use that needs it.
+
+    ``has`` and ``len`` answer from the set of prompt keys, taken from the rows (reading the annotation files is
+    ~0.2 s), so a judge asked about prompts outside the bank (every training split's) never builds it. Everything
+    else (``query``, ``features``, ``texts``, ``key``, ...) is the built bank's."""
+
+    def __init__(self, rows: Sequence[dict], tfidf_bits: int = 20):  # noqa: D107 (no super().__init__: lazy)
+        self._rows = list(rows)
+        self._tfidf_bits = tfidf_bits
+        self._keys = frozenset(full_prompt(r["instruction"], r.get("input", "") or "")
+                               for r in self._rows if not r.get("synthetic"))
+        self._built: AnswerBank | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        """Whether the full bank has been built (tests and benchmarks check that training prompts never build it)."""
+        return self._built is not None
+
+    def materialize(self) -> AnswerBank:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = AnswerBank(self._rows, tfidf_bits=self._tfidf_bits)
+        return self._built
+
+    def __getattr__(self, name: str) -> Any:  # only called for attributes not found normally: the built bank's
+        if name.startswith("__") or name in ("_rows", "_tfidf_bits", "_keys", "_built", "_lock"):
+            raise AttributeError(name)
+        return getattr(self.materialize(), name)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def has(self, instruction: str, inp: str = "") -> bool:
+        return full_prompt(instruction, inp or "") in self._keys
+
+    def query(self, instructions, inputs, outputs):
+        return self.materialize().query(instructions, inputs, outputs)
+
+    def features(self, queries, exclude=None, exclude_texts=None):
+        return self.materialize().features(queries, exclude, exclude_texts)
 
 
 def banked_features(

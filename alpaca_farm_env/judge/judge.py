@@ -187,8 +187,12 @@ class DistilledJudge:
         """Whether each output is itself a GPT-4-labelled answer in the bank (whose label it could read back)."""
         if self.bank is None:
             return [False] * len(outputs)
+        # a banked answer is one of a banked prompt's: other prompts need no look-up (nor the built bank)
+        inside = [self.bank.has(i, x or "") for i, x in zip(instructions, inputs)]
+        if not any(inside):
+            return [False] * len(outputs)
         known = _banked_answers(self.bank)
-        return [(full_prompt(i, x or ""), o) in known for i, x, o in zip(instructions, inputs, outputs)]
+        return [b and (full_prompt(i, x or ""), o) in known for b, i, x, o in zip(inside, instructions, inputs, outputs)]
 
     def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed: Any = 0) -> list[Annotation]:
         n = check_lengths(instructions, inputs, outputs_1, outputs_2)

@@ -1,0 +1,60 @@
+"""Behaviour behind the issue-12 performance work (nothing here times anything):
+
+* ``import alpaca_farm_env`` does not import torch (the agents and rewards load on first use of their names);
+* the judge's answer bank is built only when a prompt inside it is scored: a training-split step never builds it,
+  and the lazy bank gives the same judgments as the eager one on banked prompts.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def test_import_does_not_import_torch_and_lazy_names_still_work():
+    code = ("import sys, alpaca_farm_env as a; heavy = [m for m in ('torch', 'transformers', 'sklearn', 'scipy') "
+            "if m in sys.modules]; print(heavy); assert not heavy, heavy; "
+            "assert 'annotator' in a.list_rewards() and 'sft' in a.list_agents(); "
+            "assert callable(a.make_reward) and callable(a.make_agent) and a.rewards.REWARDS")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lazy_bank_answers_membership_without_building(data_dir):
+    from alpaca_farm_env.data import load_eval_set, load_split
+    from alpaca_farm_env.judge.answer_bank import AnswerBank
+    from alpaca_farm_env.judge.bank_heads import LazyAnswerBank
+    from alpaca_farm_env.judge.training_data import load_training_pairs
+
+    rows = load_training_pairs(data_dir, max_pairs_per_model=40)
+    lazy = LazyAnswerBank(rows)
+    eager = AnswerBank(rows)
+    assert isinstance(lazy, AnswerBank) and len(lazy) == len(eager) and bool(lazy)
+    ev = load_eval_set("alpacafarm", data_dir)[0]
+    assert lazy.has(ev["instruction"], ev["input"]) == eager.has(ev["instruction"], ev["input"])
+    for r in load_split("unlabeled", data_dir)[:50]:
+        assert not lazy.has(r["instruction"], r["input"])
+    assert not lazy.built
+    q = ([ev["instruction"]] * 2, [ev["input"]] * 2, ["Paris is the capital.", "I do not know."])
+    assert lazy.key == eager.key and lazy.built
+    assert (lazy.features(lazy.query(*q)) == eager.features(eager.query(*q))).all()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_training_split_step_never_builds_the_bank(data_dir):
+    import gymnasium as gym
+
+    import alpaca_farm_env  # noqa: F401
+    from alpaca_farm_env.envs.source import clear_reward_cache
+    from alpaca_farm_env.judge import bank_heads
+
+    clear_reward_cache()
+    bank_heads._BANKS.clear()
+    env = gym.make("AlpacaFarm-v0", split="unlabeled", data_dir=str(data_dir), seed=0, max_examples=4)
+    env.reset(seed=0)
+    _, reward, *_ = env.step("A short answer.")
+    assert 0.0 <= reward <= 1.0
+    banks = list(bank_heads._BANKS.values())
+    assert banks and all(isinstance(b, bank_heads.LazyAnswerBank) and not b.built for b in banks)
+    env.close()
+    clear_reward_cache()
