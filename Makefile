@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 PRESET ?= tiny
 DEMO_ARGS ?=
 
-.PHONY: demo test venv clean benchmarks
+.PHONY: demo test venv clean benchmarks bench
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -34,8 +34,13 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
-benchmarks: venv
-	$(PY) benchmarks/run_all.py
+# issue 12: every benchmarks/bench_p*.py, figures beside their targets in benchmarks/RESULTS.md (~15 min on 2 cores);
+# BENCH_ARGS=--quick for tiny development sizes
+BENCH_ARGS ?=
+bench: venv
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+benchmarks: bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info
