@@ -37,8 +37,11 @@ visited again draws its noise afresh, while a dataset annotated once with one se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
+import threading
 from collections import Counter
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -242,12 +245,45 @@ class AnnotatorPool:
 
 
 def _run_coro(coro):
-    """Run a coroutine from sync code, also when called inside a running event loop (e.g. a notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
+    """Run a coroutine from sync code on the process's persistent annotation loop (a daemon thread), also when
+    called inside a running event loop (e.g. a notebook). One loop for the whole process lets an API backend keep its
+    client and open connections from one call to the next (a new loop per call meant a new client, new TLS
+    handshakes and new connections every time: issue 12, P5)."""
     import concurrent.futures
 
-    with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        return ex.submit(asyncio.run, coro).result()
+    loop = _annotation_loop()
+    if threading.current_thread().name == _LOOP_THREAD:  # called from a coroutine on that loop: it would deadlock
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            return ex.submit(asyncio.run, coro).result()
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except BaseException:  # interrupted (Ctrl-C) or failed: do not leave the coroutine running in the background
+        future.cancel()
+        with contextlib.suppress(concurrent.futures.CancelledError, concurrent.futures.TimeoutError, Exception):
+            future.result(timeout=5)
+        raise
+
+
+_LOOP: dict[str, Any] = {}
+_LOOP_THREAD = "alpaca-farm-annotation-loop"
+_LOOP_LOCK = threading.Lock()
+
+
+def _annotation_loop() -> asyncio.AbstractEventLoop:
+    """The process's annotation event loop, started on first use in a daemon thread (again after a fork)."""
+    with _LOOP_LOCK:
+        loop = _LOOP.get("loop")
+        if loop is None or _LOOP.get("pid") != os.getpid() or not loop.is_running():
+            loop = asyncio.new_event_loop()
+            started = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(started.set)
+                loop.run_forever()
+
+            threading.Thread(target=run, name=_LOOP_THREAD, daemon=True).start()
+            started.wait()
+            _LOOP.update(loop=loop, pid=os.getpid())
+        return loop
