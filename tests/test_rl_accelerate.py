@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -52,8 +53,12 @@ def test_two_processes_keep_identical_parameters(data_dir, tmp_path):
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "ALPACA_FARM_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "CUDA_VISIBLE_DEVICES": ""}
+    with socket.socket() as sock:  # a free port for the rendezvous: the default 29500 may be taken on a shared host
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     proc = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path)],
+                           "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+                           str(script), str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
