@@ -62,6 +62,9 @@ class ScriptedOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body are two writes: with Nagle on, the body waits for the client's delayed ACK (~40 ms a
+            # response on Linux), an artifact no real API server has (they set TCP_NODELAY)
+            disable_nagle_algorithm = True
 
             def log_message(self, *a):  # keep test output clean
                 pass
