@@ -93,7 +93,7 @@ def test_overoptimization_experiment_writes_both_curves(tmp_path, capsys):
     preset = _preset(tmp_path)
     run_dir = tmp_path / "runs" / "o"
     argv = ["experiment", "overoptimization", "--preset", str(preset), "--run-dir", str(run_dir), "--ns", "1,2,4",
-            "--ppo-steps", "4", "--eval-every", "2", "--no-progress", "--json"]
+            "--ppo-steps", "4", "--ppo", "learning_rate=2e-3", "--eval-every", "2", "--no-progress", "--json"]
     assert main(argv) == 0
     res = json.loads(capsys.readouterr().out)
     got = [(p["method"], p["x"]) for p in res["points"]]
@@ -118,3 +118,6 @@ def test_overoptimization_experiment_writes_both_curves(tmp_path, capsys):
     assert len(points_file.read_text().splitlines()) == n_lines
     assert main(["experiment", "overoptimization", "--preset", str(preset), "--run-dir", str(run_dir),
                  "--ns", "0,2"]) == 2
+    assert main(["experiment", "overoptimization", "--preset", str(preset), "--run-dir", str(run_dir),
+                 "--ppo", "learning_rat=1e-4"]) == 2
+    assert "unknown PPO settings ['learning_rat']" in capsys.readouterr().err

@@ -66,6 +66,11 @@ def run_overoptimization(
         raise ConfigError(f"preset {cfg.name!r} needs a policy: pass --policy")
     ppo_fields = dict(ppo if ppo is not None else (cfg.methods.get("ppo", {}).get("config") or {}))
     ppo_fields["eval_steps"] = eval_every
+    from ..agents.ppo import PPOConfig
+
+    unknown = sorted(set(ppo_fields) - {f.name for f in dataclasses.fields(PPOConfig)})
+    if unknown:
+        raise ConfigError(f"unknown PPO settings {unknown}; PPOConfig has {[f.name for f in dataclasses.fields(PPOConfig)]}")
     run_dir = Path(run_dir)
     folder = run_dir / "overoptimization"
     folder.mkdir(parents=True, exist_ok=True)
@@ -155,7 +160,7 @@ def run_overoptimization(
             last = max(mine, key=lambda p: p["x"])
             peaks[method] = {"peak_x": top["x"], "peak_win_rate": top["win_rate"], "last_x": last["x"],
                              "last_win_rate": last["win_rate"], "rise_then_fall": _rise_then_fall(mine)}
-    result = {"key": key, "n_eval": len(rows), "points": points, "csv": str(csv_path), "png": png, "peaks": peaks,
+    result = {"key": key, "n_eval": len(rows), "ns": ns, "ppo": ppo_fields, "points": points, "csv": str(csv_path), "png": png, "peaks": peaks,
               "seconds": {"best_of_n": t_bon, "ppo": t_ppo}}
     atomic_write_text(folder / "overoptimization.json", json.dumps(result, indent=1))
     return result

@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     o.add_argument("--n-eval", type=int, help="eval instructions (default: the preset's)")
     o.add_argument("--ns", default="1,2,4,8,16", help="best-of-n sizes, comma-separated (default 1,2,4,8,16)")
     o.add_argument("--ppo-steps", type=int, help="PPO steps (default: the preset's methods.ppo.config.total_steps)")
+    o.add_argument("--ppo", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a PPOConfig field of the preset's methods.ppo.config (repeatable), e.g. "
+                        "--ppo learning_rate=1e-4")
     o.add_argument("--eval-every", type=int, default=5, help="evaluate PPO every this many steps (default 5)")
     o.add_argument("--json", action="store_true", help="print the result as JSON")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -51,6 +54,11 @@ def run_overoptimization(args) -> int:
     except ValueError:
         raise ConfigError(f"--ns must be comma-separated integers, got {args.ns!r}") from None
     ppo = dict((cfg.methods.get("ppo") or {}).get("config") or {})
+    for item in args.ppo:
+        field, sep, value = item.partition("=")
+        if not sep or not field.strip():
+            raise ConfigError(f"--ppo takes FIELD=VALUE, got {item!r}")
+        ppo[field.strip()] = _value(value)
     if args.ppo_steps is not None:
         if args.ppo_steps < 1:
             raise ConfigError(f"--ppo-steps must be >= 1, got {args.ppo_steps}")
@@ -76,3 +84,13 @@ def run_overoptimization(args) -> int:
               f"at {pk['last_x']:g}; rise then fall: {'yes' if pk['rise_then_fall'] else 'no'}")
     print(f"wrote {res['csv']} and {res['png']}")
     return 0
+
+
+def _value(text: str):
+    """A command-line value: a JSON number, boolean or null (1e-4 is a float), else YAML, else the string."""
+    import yaml
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.safe_load(text)
