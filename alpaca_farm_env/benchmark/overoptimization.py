@@ -107,7 +107,8 @@ def run_overoptimization(
         bon = BestOfNConfig()
         sft = pipeline.sft_policy()
         cands = sft.generate(prompts, max_new_tokens=gen.max_new_tokens, temperature=bon.temperature, top_p=bon.top_p,
-                             num_return_sequences=ns[-1], batch_size=gen.batch_size, progress=progress,
+                             num_return_sequences=ns[-1], progress=progress,
+                             batch_size=max(1, gen.batch_size // ns[-1]),  # sequences per call as the benchmark's
                              seed=stable_hash("overoptimization", "best_of_n", gen.seed))
         cands = [[s.strip() for s in group] for group in cands]
         scores = [scorer.proxy([c[j] for c in cands]) for j in range(ns[-1])]  # scores[j][i]: sample j of prompt i
