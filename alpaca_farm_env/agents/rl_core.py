@@ -471,16 +471,12 @@ class RLAgentBase(SFTAgent):
             return self.CONFIG_CLASS()
         return config if isinstance(config, self.CONFIG_CLASS) else self.CONFIG_CLASS(**dict(config))
 
+    # abstract: PPO and Quark implement _build, _train_step, _current_policy and _final_policy (never reached on the
+    # base class, which is not registered as an agent)
     def _build(self, policy: Any, reward_backend: Any) -> None:
         raise NotImplementedError
 
     def _train_step(self, step: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _modules_state(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _load_modules_state(self, state: Mapping[str, Any]) -> None:
         raise NotImplementedError
 
     # -- reward ---------------------------------------------------------------------------------------------------

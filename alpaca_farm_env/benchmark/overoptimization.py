@@ -127,8 +127,8 @@ def run_overoptimization(
     if ("ppo", 0.0) not in done:
         base = make_agent("base", policy=pipeline.sft_policy(), **agent_kwargs)
         add(scorer.point("ppo", 0.0, base.respond(observations)))
-    total = int(ppo_fields.get("total_steps", 0) or 0)
-    if any(("ppo", float(s)) not in done for s in range(eval_every, total + 1, eval_every)) or total == 0:
+    total = int(ppo_fields.get("total_steps", PPOConfig.total_steps))
+    if any(("ppo", float(s)) not in done for s in range(eval_every, total + 1, eval_every)):
         from ..agents.ppo import PPOAgent
 
         def hook(agent: Any) -> dict[str, Any]:
