@@ -60,18 +60,18 @@ def test_training_split_step_never_builds_the_bank(data_dir):
     clear_reward_cache()
 
 
-def test_numpy_minilm_matches_transformers():
-    """The judge's NumPy encoder gives AutoModel's mean-pooled, normalised embeddings, and the same word pieces."""
+def test_minilm_matches_transformers():
+    """The judge's own encoder forward gives AutoModel's mean-pooled, normalised embeddings, and the same word pieces."""
     import numpy as np
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     from alpaca_farm_env.judge.features import encoder_path
-    from alpaca_farm_env.judge.minilm import NumpyMiniLM
+    from alpaca_farm_env.judge.minilm import MiniLM
 
     texts = ["Paris.", "Sure! Here are three primary colors: red, blue and yellow. " * 12, "I'm sorry, as an AI I can't",
              "", "Ünïcödé — dashes… and 🙂", "line one\n\n  line\ttwo"]
-    ours = NumpyMiniLM(encoder_path())
+    ours = MiniLM(encoder_path())
     tok = AutoTokenizer.from_pretrained(str(encoder_path()))
     model = AutoModel.from_pretrained(str(encoder_path())).eval()
     for max_tokens in (32, 128):
@@ -87,9 +87,9 @@ def test_numpy_minilm_matches_transformers():
         assert np.abs(got - ref).max() < 1e-5
 
 
-def test_a_judged_training_step_imports_neither_torch_nor_transformers(data_dir, tmp_path):
-    """The first step of the default env (annotator reward, distilled judge, an output it has never embedded) runs
-    on NumPy alone: torch and transformers cost seconds to import on a small CPU (issue 12, P3)."""
+def test_a_judged_training_step_does_not_import_transformers(data_dir, tmp_path):
+    """The first step of the default env (annotator reward, distilled judge, an output it has never embedded) does
+    not import transformers: its BERT module costs ~2.5 s to import on 2 CPU cores (issue 12, P3)."""
     code = (
         "import sys, uuid, gymnasium as gym, alpaca_farm_env\n"
         f"env = gym.make('AlpacaFarm-v0', split='unlabeled', data_dir={str(data_dir)!r}, seed=0, max_examples=8)\n"
@@ -100,7 +100,7 @@ def test_a_judged_training_step_imports_neither_torch_nor_transformers(data_dir,
         "        break\n"
         "    env.reset()\n"
         "assert not info.get('is_noisy_label') and 0.0 <= r <= 1.0, info\n"
-        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] == 'transformers']\n"
         "assert not heavy, heavy\n"
     )
     import os

