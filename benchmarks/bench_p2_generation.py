@@ -9,8 +9,12 @@ over the issue's 38 tokens/s of ``make demo`` (target >= 2).
 
 Levers, each against float32 / batch 16 / SDPA / dynamic cache / torch's default threads, interleaved, median, with
 whether greedy outputs are token-identical to the baseline: bfloat16, static KV cache, eager attention, 1 thread,
-batch 32 (cpu_all's). ``torch.compile`` is not tried: compiling the decode step takes minutes on 2 cores, longer
-than the generation it would speed up in ``make bench``.
+batch 32 (cpu_all's). ``torch.compile`` is not run here: compiling the decode step takes 1-2 minutes on 2 cores,
+longer than the generation it would speed up in ``make bench``. It was measured once by hand (docs/performance.md):
+no faster, and Inductor's autotuner keeps MKL's GEMM over its own C++ template for every decode-step shape.
+
+Where the time goes: the decode step's matmuls alone (every ``nn.Linear`` at the batch size, nothing else) are timed
+too. They bound what any change outside the GEMM library can reach.
 
     python benchmarks/bench_p2_generation.py [--quick]
 """
