@@ -65,8 +65,8 @@ def run(quick: bool) -> dict:
                f"{again['n_from_cache']} of {n} pairs from the cache; same win-rate {again['win_rate']:.2f}"),
         figure("P4b", "cached re-evaluation time / first evaluation", (t2 - t1) / (t1 - t0), 0.1, "<=", "x",
                f"first: {n} pairs of {model} in {t1 - t0:.1f} s ({n / (t1 - t0):.1f} pairs/s incl. judge load; "
-               f"{first_calls['compare']} member calls, {first_calls['encoded']} texts encoded, the rest from the "
-               f"embedding cache); cached: {t2 - t1:.2f} s"),
+               f"{first_calls['compare']} member calls; {first_calls['encoded']} texts through the MiniLM encoder: the "
+               f"eval prompts are in the answer bank, whose TF-IDF heads score them); cached: {t2 - t1:.2f} s"),
     ], "raw": {"first_s": t1 - t0, "cached_s": t2 - t1, "first_calls": first_calls, "model": model}}
 
 
