@@ -33,6 +33,12 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
+def warm_median(fn: Callable[[], Any], repeats: int) -> float:
+    """Median seconds of ``fn`` over ``repeats`` calls after one warm-up call."""
+    fn()
+    return statistics.median(timed(fn)[0] for _ in range(repeats))
+
+
 def interleaved(cases: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
     """Seconds of each case in each of ``repeats`` rounds. The cases run back to back in every round, so that a load
     change on the machine hits them alike, and in reversed order every other round, so that neither side always runs

@@ -23,7 +23,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from _bench import figure, main
+from _bench import figure, main, warm_median
 
 INSTRUCTIONS = [
     "Name three primary colors.", "Explain why the sky is blue in one sentence.", "Write a haiku about autumn.",
@@ -73,13 +73,7 @@ def linear_ceiling(model, batch: int, reps: int) -> float:
             for m in linears:
                 torch.nn.functional.linear(xs[m.in_features], m.weight, m.bias)
 
-    step()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return warm_median(step, reps)
 
 
 def roofline(params: int, bytes_per_param: int, batch: int, bandwidth: float, flops: float) -> float:

@@ -12,10 +12,9 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
-from _bench import REPO  # noqa: F401  (puts the repo on sys.path, sets the data dir)
+from _bench import warm_median  # (importing _bench puts the repo on sys.path and sets the data dir)
 
 INSTRUCTIONS = [
     "Name three primary colors.", "Explain why the sky is blue in one sentence.", "Write a haiku about autumn.",
@@ -25,13 +24,7 @@ INSTRUCTIONS = [
 
 
 def median_ms(fn, reps: int = 10) -> float:
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
+    return warm_median(fn, reps) * 1e3
 
 
 def main() -> None:
