@@ -194,3 +194,15 @@ def test_csv_logger_resume_drops_rows_after_the_checkpoint(tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert rows[-1]["reward_mean"] == "0.33"
     assert (tmp_path / "m.csv").read_text().count("step,reward_mean") == 1
+
+
+def test_an_rl_agent_missing_a_hook_fails_at_construction():
+    """A user's RL method on the shared core learns of a missing hook when it is built, not in the middle of a fit."""
+    from alpaca_farm_env.agents.rl_core import RLAgentBase
+
+    class Partial(RLAgentBase):
+        def _build(self, policy, reward_backend):
+            pass
+
+    with pytest.raises(TypeError, match="_train_step"):
+        Partial()

@@ -12,6 +12,7 @@ whitening) is the agent's, as in the reference, where the reward model's output 
 """
 from __future__ import annotations
 
+import abc
 import copy
 import csv
 import io
@@ -426,7 +427,7 @@ def positions_for_step(n_rows: int, per_step: int, step: int, seed: int, salt: s
 
 
 # ================================================================================================ the agent skeleton
-class RLAgentBase(SFTAgent):
+class RLAgentBase(SFTAgent, abc.ABC):
     """The fit skeleton PPO and Quark share.
 
     ``fit(envs, policy=..., reward=..., output_dir=...)``:
@@ -471,13 +472,15 @@ class RLAgentBase(SFTAgent):
             return self.CONFIG_CLASS()
         return config if isinstance(config, self.CONFIG_CLASS) else self.CONFIG_CLASS(**dict(config))
 
-    # abstract: PPO and Quark implement _build, _train_step, _current_policy and _final_policy (never reached on the
-    # base class, which is not registered as an agent)
+    # abstract: PPO and Quark implement _build, _train_step, _current_policy and _final_policy; a subclass missing
+    # one fails at construction (abc), not in the middle of a fit
+    @abc.abstractmethod
     def _build(self, policy: Any, reward_backend: Any) -> None:
-        raise NotImplementedError
+        """Create the trained modules, optimizer and scheduler from the start policy and the reward backend."""
 
+    @abc.abstractmethod
     def _train_step(self, step: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """One RL step (rollouts, scoring, updates); returns the step's metrics row."""
 
     # -- reward ---------------------------------------------------------------------------------------------------
     def _resolve_reward(self, env: Any, stage: Any) -> tuple[Any, dict[str, Any]]:
@@ -654,8 +657,9 @@ class RLAgentBase(SFTAgent):
         self._policy = trained
         self.fitted = True
 
+    @abc.abstractmethod
     def _final_policy(self) -> Any:
-        raise NotImplementedError
+        """The trained :class:`Policy` (unwrapped from Accelerate, LoRA merged) that ``fit`` saves and returns."""
 
     def _load_final(self, folder: Path, start: Any) -> None:
         from transformers import AutoModelForCausalLM
@@ -693,9 +697,9 @@ class RLAgentBase(SFTAgent):
         if acc.is_main_process and len(row) > 1:
             CSVLogger(self.output_dir / "eval.csv", list(row)).log(row)
 
+    @abc.abstractmethod
     def _current_policy(self) -> Any:
         """A :class:`Policy` over the model being trained (the LoRA adapter active), for the eval and the hook."""
-        raise NotImplementedError
 
     def respond(self, observations):
         if not self.fitted and self.evaluate_hook is None:

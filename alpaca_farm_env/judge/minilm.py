@@ -18,9 +18,12 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 _LAYER = "encoder.layer.{}."
 
@@ -62,7 +65,7 @@ class MiniLM:
             mask[i, : len(e.ids)] = 1
         return ids, mask
 
-    def hidden_states(self, ids: np.ndarray, mask: np.ndarray) -> "torch.Tensor":  # noqa: F821
+    def hidden_states(self, ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
         """``BertModel(...).last_hidden_state`` (token type 0 everywhere), ``(n, L, hidden)`` float32."""
         import torch
         import torch.nn.functional as F
