@@ -26,6 +26,7 @@ from alpaca_farm_env.judge.answer_bank import AnswerBank
 from alpaca_farm_env.judge.config import JudgeConfig
 from alpaca_farm_env.judge.features import (
     EMBED_DIM,
+    N_COMPACT_FEATURES,
     N_FEATURES,
     EmbeddingCache,
     MiniLMEncoder,
@@ -100,7 +101,7 @@ def test_default_env_reward_survives_a_garbage_judge_artifact(cache, caplog):
     assert terminated and reward in (0.0, 1.0) and info["annotator"].startswith("distilled_gpt4_h")
     assert not info["is_noisy_label"] and info["extra"]["scored_by"] == "global"  # scored by a judge head
     assert warnings_naming(caplog, path) and aside(path).read_bytes() == b"\x00" * 4096
-    assert heads.JudgeArtifact.load(path).heads.shape[1] == N_FEATURES
+    assert heads.JudgeArtifact.load(path).heads.shape[1] == N_COMPACT_FEATURES
 
 
 def test_truncated_bank_heads_are_moved_aside_and_retrained(cache, caplog, data_dir):

@@ -15,7 +15,7 @@ import pytest
 from alpaca_farm_env.annotators.pool import AnnotatorPool
 from alpaca_farm_env.judge import bank_heads, features, files, heads, training_data
 from alpaca_farm_env.judge.config import JudgeConfig
-from alpaca_farm_env.judge.features import N_FEATURES, MiniLMEncoder
+from alpaca_farm_env.judge.features import N_COMPACT_FEATURES, N_FEATURES, MiniLMEncoder
 from alpaca_farm_env.judge.judge import DistilledJudge, NoisyPooledJudge, PooledJudge
 
 MODELS = ("falcon-40b-instruct", "gpt4", "phi-2")  # weak, strong and mid GPT-4 win-rates
@@ -50,7 +50,7 @@ def built(small, data_dir):
 def test_trains_then_loads_from_cache(built, data_dir):
     config, rows, art, path = built
     assert path.is_file() and str(path).startswith(os.environ["ALPACA_FARM_CACHE"])
-    assert art.heads.shape == (1 + config.n_bootstrap, N_FEATURES)
+    assert art.heads.shape == (1 + config.n_bootstrap, N_COMPACT_FEATURES)  # the default global head
     assert art.meta["n_pairs"] == len(rows) and len(MODELS) * N_PAIRS - 3 <= len(rows) <= len(MODELS) * N_PAIRS
     assert art.meta["models"] == sorted(MODELS)
     # bootstrap heads differ from the full-data head (different data subsets)
@@ -173,7 +173,9 @@ def test_packaged_artifact_is_small_and_loads():
     total = sum(p.stat().st_size for p in files.PACKAGED_ARTIFACTS.iterdir() if p.is_file())
     assert total < 1_000_000
     art = heads.JudgeArtifact.load(path)
-    assert art.heads.shape[1] == N_FEATURES and art.heads.shape[0] >= 2
+    assert art.heads.shape[1] == N_COMPACT_FEATURES and art.heads.shape[0] >= 2
+    full = heads.packaged_artifact(JudgeConfig(global_features="full"))  # the previous head still ships
+    assert full is not None and heads.JudgeArtifact.load(full).heads.shape[1] == N_FEATURES
     assert len(art.meta["models"]) >= 10 and art.meta["n_pairs"] > 10_000
 
 

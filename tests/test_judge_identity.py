@@ -107,7 +107,9 @@ def test_packaged_artifacts_match_the_default_configuration():
     data = {n.rsplit("_", 1)[1][:-4] for n in names}
     assert len(data) == 1
     (fp,) = data
-    assert names == {f"distilled_fast_{JudgeConfig().key(fp)}.npz", f"distilled_bank_{JudgeConfig().bank_key(fp)}.npz"}
+    assert names == {f"distilled_fast_{JudgeConfig().key(fp)}.npz", f"distilled_bank_{JudgeConfig().bank_key(fp)}.npz",
+                     # the previous global head, for ``global_features="full"``
+                     f"distilled_fast_{JudgeConfig(global_features='full').key(fp)}.npz"}
 
 
 def test_built_judge_has_the_identity_computed_without_building_it(data_dir, cache):

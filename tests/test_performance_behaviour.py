@@ -105,5 +105,13 @@ def test_a_judged_training_step_does_not_import_transformers(data_dir, tmp_path)
     )
     import os
 
+    from alpaca_farm_env.models import smollm2_folder
+
+    # The judge's coherence gate reads outputs with SmolLM2 (judge/smollm.py, plain torch). Its float32 folder is
+    # converted from the packaged GGUF once per machine (~30 s, with transformers); every step after that loads the
+    # folder without transformers. The fresh cache here gets that folder, and nothing else.
+    folder = smollm2_folder()
+    (tmp_path / "cache" / "models").mkdir(parents=True)
+    (tmp_path / "cache" / "models" / folder.name).symlink_to(folder, target_is_directory=True)
     env = {**os.environ, "ALPACA_FARM_CACHE": str(tmp_path / "cache")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -29,12 +29,14 @@ def add_parser(sub) -> None:
 
     e = jsub.add_parser("eval", help="fidelity to GPT-4: agreement, win-rate MAE and Spearman, with 'longer wins' beside")
     add_data_dir_arg(e)
-    e.add_argument("--protocol", default="lomo", choices=["lomo", "lio", "crossannotation", "degenerate"],
+    e.add_argument("--protocol", default="lomo", choices=["lomo", "lio", "crossannotation", "degenerate", "fuzz"],
                    help="lomo: leave-one-model-out on the eval instructions (default); lio: leave-instruction-out "
                         "folds, the judge on instructions it never saw (as on RL training prompts); crossannotation: "
                         "the packaged judges on the cross-annotation pairs outside the eval set, 8 GPT-4 labels each; "
                         "degenerate: how often content-free, repetitive, off-topic, echoed, truncated and padded "
-                        "responses (a suite kept apart from the judge's training) lose to the split's reference")
+                        "responses (a suite kept apart from the judge's training) lose to the split's reference; "
+                        "fuzz: junk drawn from the fuzzer's families (judge/fuzz.py) against the reference, for the "
+                        "noise-free pool, each of its members and noisy_pooled")
     e.add_argument("--models", nargs="*", default=None, help="lomo/lio: over these annotated models (default: all)")
     e.add_argument("--max-pairs", type=int, default=None, help="lomo/lio: at most this many pairs per model")
     e.add_argument("--heads", default="bank,global",
@@ -45,9 +47,9 @@ def add_parser(sub) -> None:
                    help="crossannotation: comma-separated annotator names (default: distilled_gpt4,pooled)")
     e.add_argument("--annotator", default="pooled",
                    help="degenerate: the annotator judged (default: the noise-free pool, as the env's reward)")
-    e.add_argument("--prompts", type=int, default=128, help="degenerate: prompts per split (default 128)")
+    e.add_argument("--prompts", type=int, default=128, help="degenerate/fuzz: prompts per split (default 128)")
     e.add_argument("--splits", default="unlabeled,eval",
-                   help="degenerate: comma-separated splits whose prompts and references are used (default: "
+                   help="degenerate/fuzz: comma-separated splits whose prompts and references are used (default: "
                         "unlabeled,eval: training prompts, judged by the global head, and eval prompts)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=run_eval)
@@ -132,6 +134,14 @@ def run_eval(args) -> int:
         splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
         res = evaluate_degenerate(args.data_dir, args.annotator, n_prompts=args.prompts, splits=splits)
         printer = lambda r: print(format_table(r) + f"\ntarget met on every split: {r['meets_target']}")  # noqa: E731
+    elif args.protocol == "fuzz":
+        from ..judge.fuzz import evaluate_fuzz, format_fuzz_table
+
+        if args.prompts < 1:
+            raise ConfigError(f"--prompts must be at least 1, got {args.prompts}")
+        splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+        res = evaluate_fuzz(args.data_dir, n_prompts=args.prompts, splits=splits)
+        printer = lambda r: print(format_fuzz_table(r) + f"target met: {r['meets_target']}")  # noqa: E731
     else:
         from ..judge.config import JudgeConfig
         from ..judge.evaluation import evaluate_lomo

@@ -31,6 +31,9 @@ class JudgeConfig:
 
     variant: str = "fast"
     max_tokens: int = DEFAULT_MAX_TOKENS
+    # The global head's features: "compact" (hand features + the opening's MiniLM relevance, fitted on the real pairs
+    # only; junk is the coherence gate's) or "full" (1,202 features with embeddings and synthetic negatives)
+    global_features: str = "compact"
     l2: float = 3e-3  # on standardised feature differences, per pair (mean loss)
     bt_max_iter: int = 200  # L-BFGS iterations of each Bradley-Terry head (heads.fit_bt_head)
     n_bootstrap: int = 4  # pool members, besides the full-data head
@@ -51,29 +54,41 @@ class JudgeConfig:
     bank_batch_size: int = 512
     tfidf_bits: int = 20  # the bank's hashed TF-IDF has 2**bits buckets (answer_bank.HashedTfidf)
 
+    def __post_init__(self) -> None:
+        from .features import GLOBAL_FEATURE_SETS
+
+        if self.global_features not in GLOBAL_FEATURE_SETS:
+            raise ValueError(f"global_features must be one of {GLOBAL_FEATURE_SETS}, got {self.global_features!r}")
+
     def key(self, data: str) -> str:
         """Cache key of the global head: the config (without the bank fields), the feature spec and ``data``, the
         fingerprint of what it is trained on (:func:`data_fingerprint`)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in BANK_FIELDS}
-        return (digest({"format": ARTIFACT_FORMAT, **fields, "features": feature_spec()})[:10]
+        if self.global_features == "full":  # (the keys of full heads built before the field existed)
+            fields.pop("global_features")
+        return (digest({"format": ARTIFACT_FORMAT, **fields,
+                        "features": feature_spec(compact=self.global_features == "compact")})[:10]
                 + "_" + data[:10])
 
     def bank_key(self, data: str) -> str:
         """Cache key of the bank heads: the whole config, the feature spec and the fingerprint of the annotation files
         the bank and the heads are built from (the bank is a deterministic function of those files)."""
-        return (digest({"format": BANK_FORMAT, **dataclasses.asdict(self), "features": feature_spec(bank=True)})[:10]
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "global_features"}  # (not the bank's)
+        return (digest({"format": BANK_FORMAT, **fields, "features": feature_spec(bank=True)})[:10]
                 + "_" + data[:10])
 
 
-def feature_spec(bank: bool = False) -> dict:
+def feature_spec(bank: bool = False, compact: bool = False) -> dict:
     """The names of the features the heads are fitted on and the encoder: a change of either changes every key."""
-    from .features import ENCODER_NAME, HAND_FEATURES, N_FEATURES
+    from .features import COMPACT_EMBEDDING_FEATURES, ENCODER_NAME, HAND_FEATURES, N_COMPACT_FEATURES, N_FEATURES
 
     from .training_data import TRAINING_DATA_VERSION
 
     # the synthetic negatives' generators are part of the training data: their version changes every key
     spec = {"hand": list(HAND_FEATURES), "n_features": N_FEATURES, "encoder": ENCODER_NAME,
             "training_data": TRAINING_DATA_VERSION}
+    if compact:
+        spec.update(n_features=N_COMPACT_FEATURES, embedding=list(COMPACT_EMBEDDING_FEATURES))
     if bank:
         from .answer_bank import BANK_FEATURES
 

@@ -238,14 +238,15 @@ def evaluate_lomo(
     if "global" in heads:
         encoder = MiniLMEncoder(max_tokens=config.max_tokens)
         syn_model = row_model[n:]
-        f1_all, f2_all = pair_features(encoder, all_rows, progress=progress)
+        f1_all, f2_all = pair_features(encoder, all_rows, progress=progress, feature_set=config.global_features)
         f1, f2 = f1_all[:n], f2_all[:n]
         pref = np.full(n, np.nan)
         for m in folds("leave-one-model-out (global head)"):
             test = np.asarray(by_model[m])
             train = np.setdiff1d(np.arange(n), test)
             scale = feature_scale(f1[train], f2[train])
-            train = np.concatenate([train, n + np.flatnonzero(syn_model != m)]).astype(int)
+            if config.global_features != "compact":  # (the compact head learns from real pairs only)
+                train = np.concatenate([train, n + np.flatnonzero(syn_model != m)]).astype(int)
             w = fit_bt_head((f2_all[train] - f1_all[train]) / scale, y_all[train], config.l2, base_weight[train],
                             max_iter=config.bt_max_iter)
             pref[test] = hard(((f2[test] - f1[test]) / scale) @ w, test)

@@ -18,7 +18,8 @@ from ..errors import CorruptFileError
 from ..utils import atomic_write, cache_dir
 from . import files
 from .config import JudgeConfig, data_fingerprint, has_local_training_data
-from .features import EMBEDDING_FEATURES, HAND_FEATURES, N_FEATURES, MiniLMEncoder, build_features
+from .features import (COMPACT_EMBEDDING_FEATURES, EMBEDDING_FEATURES, HAND_FEATURES, N_COMPACT_FEATURES, N_FEATURES,
+                       MiniLMEncoder, global_features)
 from .files import _install_packaged, _load_cached, _reading_npz
 from .training_data import labels, load_training_pairs, with_synthetic
 
@@ -73,13 +74,14 @@ def member_weights(config: JudgeConfig, base_weight: np.ndarray, desc: str, prog
             yield h, base_weight * np.bincount(rng.integers(0, n, n), minlength=n)
 
 
-def pair_features(encoder: MiniLMEncoder, rows: Sequence[dict], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(phi(x, output_1), phi(x, output_2)) for each row."""
+def pair_features(encoder: MiniLMEncoder, rows: Sequence[dict], progress: bool = False,
+                  feature_set: str = "compact") -> tuple[np.ndarray, np.ndarray]:
+    """(phi(x, output_1), phi(x, output_2)) for each row, with the global head's ``feature_set``."""
     n = len(rows)
     ins = [r["instruction"] for r in rows] * 2
     inp = [r.get("input", "") or "" for r in rows] * 2
     outs = [r["output_1"] for r in rows] + [r["output_2"] for r in rows]
-    f = build_features(encoder, ins, inp, outs, progress=progress)
+    f = global_features(encoder, ins, inp, outs, feature_set=feature_set, progress=progress)
     return f[:n], f[n:]
 
 
@@ -99,9 +101,11 @@ class JudgeArtifact:
         """Raises :class:`CorruptFileError` naming ``path`` when it is not a readable artifact of this version."""
         with _reading_npz(path, "judge artifact") as z:
             art = cls(scale=z["scale"], heads=z["heads"], meta=json.loads(str(z["meta"])))
-        if art.heads.ndim != 2 or art.heads.shape[1] != N_FEATURES or art.scale.shape != (N_FEATURES,):
+        n = art.heads.shape[1] if art.heads.ndim == 2 else -1
+        if n not in (N_FEATURES, N_COMPACT_FEATURES) or art.scale.shape != (n,):
             raise CorruptFileError(path, f"judge artifact with heads of shape {art.heads.shape}, this version computes "
-                                         f"{N_FEATURES} features; rebuild it with `alpaca-farm judge train --force`")
+                                         f"{N_COMPACT_FEATURES} (compact) or {N_FEATURES} (full) features; rebuild it "
+                                         "with `alpaca-farm judge train --force`")
         return art
 
 
@@ -117,9 +121,11 @@ def train_artifact(
         raise ValueError(f"train_artifact builds the 'fast' variant; 'best' is cross_encoder.train_best, got {config.variant!r}")
     t0 = time.time()
     real = list(rows) if rows is not None else load_training_pairs(data_dir, config.models, config.max_pairs_per_model)
-    rows, base_weight = with_synthetic(real, config)
+    compact = config.global_features == "compact"
+    # the compact head learns from real pairs only: junk is the coherence gate's, not the head's
+    rows, base_weight = (real, np.ones(len(real))) if compact else with_synthetic(real, config)
     encoder = encoder or MiniLMEncoder(max_tokens=config.max_tokens)
-    f1, f2 = pair_features(encoder, rows, progress=progress)
+    f1, f2 = pair_features(encoder, rows, progress=progress, feature_set=config.global_features)
     scale = feature_scale(f1[: len(real)], f2[: len(real)])  # real outputs only, as in the LOMO folds
     d = (f2 - f1) / scale
     y = labels(rows)
@@ -132,7 +138,7 @@ def train_artifact(
         "n_pairs": len(real),
         "n_synthetic": len(rows) - len(real),
         "models": models,
-        "features": list(HAND_FEATURES) + list(EMBEDDING_FEATURES),
+        "features": list(HAND_FEATURES) + list(COMPACT_EMBEDDING_FEATURES if compact else EMBEDDING_FEATURES),
         "source": "AlpacaEval-1 GPT-4 annotations (alpaca_eval_results/*/alpaca_eval_gpt4/annotations.json)"
         if models != ["alpaca_gpt4_preference"] else "hub tatsu-lab/alpaca_farm alpaca_gpt4_preference",
         "train_seconds": round(time.time() - t0, 1),

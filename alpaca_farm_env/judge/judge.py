@@ -8,6 +8,7 @@ annotator layer never loads the judge).
 """
 from __future__ import annotations
 
+import functools
 import os
 import weakref
 from typing import Any, Sequence
@@ -18,11 +19,12 @@ from ..annotators.base import Annotation, check_lengths
 from ..annotators.pool import AnnotatorPool
 from .answer_bank import REFERENCE, AnswerBank
 from ..utils import digest
+from .coherence import GATE_PENALTY, GATE_VERSION, junk_scores
+from .lm_evidence import LMEvidence, shared_lm_evidence
 from .bank_heads import BankArtifact, bank_artifact_path, banked_features, get_bank_heads, load_bank
 from .config import JUDGE_FORMAT, VARIANTS, JudgeConfig, data_fingerprint, has_local_training_data
 from .cross_encoder import BestJudgeModel, CrossEncoderConfig, get_best_model
-from .features import MiniLMEncoder, build_features
-from .features import full_prompt
+from .features import DEFAULT_MAX_TOKENS, MiniLMEncoder, embed_pairs, full_prompt, global_features
 from .heads import JudgeArtifact, artifact_path, get_artifact, global_head_data
 
 
@@ -53,7 +55,14 @@ def judge_identity(config: Any, data_dir: str | os.PathLike | None = None, *, ba
         uses_bank = bank and config.bank and has_local_training_data(data_dir)
         parts = {"global": artifact_path(config, global_head_data(config, data_dir)).stem,
                  "bank": bank_artifact_path(config, data_fingerprint(data_dir, config.models)).stem if uses_bank else None}
-    return digest({"format": JUDGE_FORMAT, **parts})[:16]
+    gate = {"version": GATE_VERSION, "penalty": GATE_PENALTY, "lm": LMEvidence().tag}
+    return digest({"format": JUDGE_FORMAT, **parts, "gate": gate})[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def _gate_encoder() -> MiniLMEncoder:
+    """The encoder of the gate's relevance evidence where the judge has none of its own (the ``best`` variant)."""
+    return MiniLMEncoder(max_tokens=DEFAULT_MAX_TOKENS)
 
 
 _BANKED_ANSWERS: "weakref.WeakKeyDictionary[AnswerBank, set]" = weakref.WeakKeyDictionary()
@@ -159,7 +168,33 @@ class DistilledJudge:
         self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
         exclude_texts: Sequence[Sequence[str]] | None = None,
     ) -> np.ndarray:
-        """Per-output scores s(x, o) (float64); ``exclude_texts[i]``: banked answers output ``i`` must not see."""
+        """Per-output scores ``s(x, o) - GATE_PENALTY * junk(x, o)`` (float64): the head's score, less the coherence
+        gate's penalty (coherence.py); ``exclude_texts[i]``: banked answers output ``i`` must not see."""
+        instructions, outputs = list(instructions), list(outputs)
+        inputs = [x or "" for x in inputs]
+        return self.head_scores(instructions, inputs, outputs, exclude_texts) - GATE_PENALTY * self.junk(
+            instructions, inputs, outputs)
+
+    def junk(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> np.ndarray:
+        """The coherence gate's ``junk(x, o)`` in [0, 1] per output (coherence.py), with the MiniLM relevance of the
+        output's opening to the prompt (embeddings cached on disk, shared with the global head's features)."""
+        prompts = [full_prompt(i, x or "") for i, x in zip(instructions, inputs)]
+        encoder = getattr(self, "encoder", None) or _gate_encoder()
+        ex, eo = embed_pairs(encoder, prompts, outputs, self.progress)
+        # the language model reads outputs the global head scores (any instruction outside the answer bank: the
+        # prompts RL learns from); on banked instructions the bank heads compare with 21 models' labelled answers,
+        # and 805 new outputs must score within a minute
+        lm = np.full((len(outputs), 4), np.nan, np.float32)
+        unbanked = [k for k, (i, x) in enumerate(zip(instructions, inputs)) if not self.uses_bank(i, x or "")]
+        if unbanked:
+            lm[unbanked] = shared_lm_evidence().scores([outputs[k] for k in unbanked])
+        return junk_scores(prompts, outputs, (ex * eo).sum(1), lm)
+
+    def head_scores(
+        self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
+        exclude_texts: Sequence[Sequence[str]] | None = None,
+    ) -> np.ndarray:
+        """The learned head's per-output scores, before the coherence gate."""
         if self.best is not None:
             return self.best.scores(list(instructions), [x or "" for x in inputs], list(outputs), head=self.head,
                                     progress=self.progress)
@@ -175,7 +210,8 @@ class DistilledJudge:
                 ex = [exclude_texts[k] for k in idx] if exclude_texts is not None else None
                 s[idx] = self.bank_artifact.heads.scores(banked_features(self.bank, *sub, exclude_texts=ex), self.head)
             else:
-                f = build_features(self.encoder, *sub, progress=self.progress)
+                f = global_features(self.encoder, *sub, feature_set=self.config.global_features,
+                                    progress=self.progress)
                 s[idx] = f.astype(np.float64) @ self.w.astype(np.float64)
         return s
 
