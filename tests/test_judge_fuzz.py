@@ -1,8 +1,9 @@
 """The junk fuzzer (judge/fuzz.py) and the coherence gate (judge/coherence.py) in front of the judge's preference.
 
-Real data, the packaged judge, no mocks. The property-based test draws junk from the fuzzer's families with
-Hypothesis and asserts that the noise-free pool prefers the reference; it covers the families the gate closes today
-(``GATED_KINDS``), and docs/judge.md gives the measured table of every family.
+Real data, the packaged judge, no mocks. The property-based test draws batches of junk from the fuzzer's families
+with Hypothesis and asserts that the noise-free pool and each member almost never (at most 3 times in 24) prefer it
+to the reference; it covers the families the gate closes today (``GATED_KINDS``), and docs/judge.md gives the
+measured table of every family.
 """
 from __future__ import annotations
 
