@@ -26,12 +26,12 @@ from alpaca_farm_env.judge.answer_bank import AnswerBank
 from alpaca_farm_env.judge.config import JudgeConfig
 from alpaca_farm_env.judge.features import (
     EMBED_DIM,
-    N_COMPACT_FEATURES,
     N_FEATURES,
     EmbeddingCache,
     MiniLMEncoder,
     text_digest,
 )
+from alpaca_farm_env.judge.global_features import N_COMPACT_FEATURES
 from alpaca_farm_env.judge.judge import DistilledJudge
 from alpaca_farm_env.utils import atomic_write
 

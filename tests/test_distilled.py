@@ -15,7 +15,8 @@ import pytest
 from alpaca_farm_env.annotators.pool import AnnotatorPool
 from alpaca_farm_env.judge import bank_heads, features, files, heads, training_data
 from alpaca_farm_env.judge.config import JudgeConfig
-from alpaca_farm_env.judge.features import N_COMPACT_FEATURES, N_FEATURES, MiniLMEncoder
+from alpaca_farm_env.judge.features import N_FEATURES, MiniLMEncoder
+from alpaca_farm_env.judge.global_features import N_COMPACT_FEATURES
 from alpaca_farm_env.judge.judge import DistilledJudge, NoisyPooledJudge, PooledJudge
 
 MODELS = ("falcon-40b-instruct", "gpt4", "phi-2")  # weak, strong and mid GPT-4 win-rates

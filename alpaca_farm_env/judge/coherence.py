@@ -45,7 +45,6 @@ _PLACEHOLDER_WORDS = frozenset("todo tbd item items section point step example i
 _DET = frozenset("the a an every".split())
 _PREP = frozenset("of to in on at by for with from into onto upon than".split())
 _CONJ = frozenset("and or nor but".split())
-_AUX = frozenset("is are was were be been am has have had does did will would can could should shall must".split())
 _FUNCTION = frozenset(
     "a about after all also an and any are as at be because been but by can could did do does each for from had has "
     "have he her his how i if in into is it its may more most must my no not of on one only or other our out she "
@@ -160,7 +159,7 @@ def _repeated(units: Sequence[str]) -> float:
     return rep / n if n else 0.0
 
 
-def _repeated_grams(words: Sequence[str], k: int = 6) -> float:
+def _repeated_grams(words: Sequence[str], k: int = 8) -> float:
     grams = [tuple(words[i: i + k]) for i in range(len(words) - k + 1)]
     return 1.0 - len(set(grams)) / len(grams) if len(grams) >= 4 else 0.0
 
@@ -246,7 +245,7 @@ def text_junk(prompt: str, output: str) -> dict[str, float]:
     sents = [s for s in _SENT_RE.split(o) if s.strip()]
     ev["repeated_sentences"] = _ramp(_repeated(sents), 0.4, 0.6)
     words = _WORD_RE.findall(o.lower())
-    ev["repeated_grams"] = _ramp(_repeated_grams(words, 8), 0.6, 0.8)
+    ev["repeated_grams"] = _ramp(_repeated_grams(words), 0.6, 0.8)
     hollow, struct = _hollow_lines(lines)
     content = [w for w in alpha if len(w) >= 3 and w.lower() not in _PLACEHOLDER_WORDS]
     ev["hollow_structure"] = (_ramp(hollow / len(lines), 0.5, 0.8) if len(lines) >= 2 and struct and len(content) < 4

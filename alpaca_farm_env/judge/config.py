@@ -55,7 +55,7 @@ class JudgeConfig:
     tfidf_bits: int = 20  # the bank's hashed TF-IDF has 2**bits buckets (answer_bank.HashedTfidf)
 
     def __post_init__(self) -> None:
-        from .features import GLOBAL_FEATURE_SETS
+        from .global_features import GLOBAL_FEATURE_SETS
 
         if self.global_features not in GLOBAL_FEATURE_SETS:
             raise ValueError(f"global_features must be one of {GLOBAL_FEATURE_SETS}, got {self.global_features!r}")
@@ -80,7 +80,8 @@ class JudgeConfig:
 
 def feature_spec(bank: bool = False, compact: bool = False) -> dict:
     """The names of the features the heads are fitted on and the encoder: a change of either changes every key."""
-    from .features import COMPACT_EMBEDDING_FEATURES, ENCODER_NAME, HAND_FEATURES, N_COMPACT_FEATURES, N_FEATURES
+    from .features import ENCODER_NAME, HAND_FEATURES, N_FEATURES
+    from .global_features import COMPACT_EMBEDDING_FEATURES, N_COMPACT_FEATURES
 
     from .training_data import TRAINING_DATA_VERSION
 

@@ -18,8 +18,8 @@ from ..errors import CorruptFileError
 from ..utils import atomic_write, cache_dir
 from . import files
 from .config import JudgeConfig, data_fingerprint, has_local_training_data
-from .features import (COMPACT_EMBEDDING_FEATURES, EMBEDDING_FEATURES, HAND_FEATURES, N_COMPACT_FEATURES, N_FEATURES,
-                       MiniLMEncoder, global_features)
+from .features import EMBEDDING_FEATURES, HAND_FEATURES, N_FEATURES, MiniLMEncoder
+from .global_features import COMPACT_EMBEDDING_FEATURES, N_COMPACT_FEATURES, global_features
 from .files import _install_packaged, _load_cached, _reading_npz
 from .training_data import labels, load_training_pairs, with_synthetic
 

@@ -20,11 +20,12 @@ from ..annotators.pool import AnnotatorPool
 from .answer_bank import REFERENCE, AnswerBank
 from ..utils import digest
 from .coherence import GATE_PENALTY, GATE_VERSION, junk_scores
-from .lm_evidence import LMEvidence, shared_lm_evidence
+from .lm_evidence import LM_TAG, shared_lm_evidence
 from .bank_heads import BankArtifact, bank_artifact_path, banked_features, get_bank_heads, load_bank
 from .config import JUDGE_FORMAT, VARIANTS, JudgeConfig, data_fingerprint, has_local_training_data
 from .cross_encoder import BestJudgeModel, CrossEncoderConfig, get_best_model
-from .features import DEFAULT_MAX_TOKENS, MiniLMEncoder, embed_pairs, full_prompt, global_features
+from .features import DEFAULT_MAX_TOKENS, MiniLMEncoder, embed_pairs, full_prompt
+from .global_features import global_features
 from .heads import JudgeArtifact, artifact_path, get_artifact, global_head_data
 
 
@@ -55,7 +56,7 @@ def judge_identity(config: Any, data_dir: str | os.PathLike | None = None, *, ba
         uses_bank = bank and config.bank and has_local_training_data(data_dir)
         parts = {"global": artifact_path(config, global_head_data(config, data_dir)).stem,
                  "bank": bank_artifact_path(config, data_fingerprint(data_dir, config.models)).stem if uses_bank else None}
-    gate = {"version": GATE_VERSION, "penalty": GATE_PENALTY, "lm": LMEvidence().tag}
+    gate = {"version": GATE_VERSION, "penalty": GATE_PENALTY, "lm": LM_TAG}
     return digest({"format": JUDGE_FORMAT, **parts, "gate": gate})[:16]
 
 

@@ -27,6 +27,7 @@ WINDOW = 24  # tokens of the output's opening
 CLEAR_LL = -4.5  # mean log-prob per token above which the shuffled pass is skipped (gain only raises z further)
 MIN_WORDS = 8  # fewer words: a shuffle changes little, and a short title or phrase reads as unlikely on its own
 BATCH = 32
+LM_TAG = f"{LM_NAME}|window{WINDOW}|open+close|from-second|v3"  # in every cache key and judge identity
 
 
 def shuffled_words(text: str) -> str:
@@ -41,7 +42,7 @@ class LMEvidence:
 
     def __init__(self, window: int = WINDOW):
         self.window = window
-        self.tag = f"{LM_NAME}|window{window}|open+close|from-second|v3"
+        self.tag = LM_TAG if window == WINDOW else LM_TAG.replace(f"|window{WINDOW}|", f"|window{window}|")
         self._model = None
         self._cache = None
         self._lock = threading.Lock()
