@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = [
     "AlpacaFarmError", "ConfigError", "DataFormatError", "DataNotFoundError", "CorruptFileError",
-    "EvaluationError", "AnnotatorError", "FileLockTimeout", "TrainingOnTestSetWarning",
+    "EvaluationError", "AnnotatorError", "AgentError", "FileLockTimeout", "TrainingOnTestSetWarning",
 ]
 
 
@@ -54,6 +54,11 @@ class EvaluationError(AlpacaFarmError, ValueError):
 
 class AnnotatorError(AlpacaFarmError, RuntimeError):
     """An annotator could not answer: the API refused the key, the model does not exist, the server is down."""
+
+
+class AgentError(AlpacaFarmError, ValueError):
+    """An agent broke its contract with the benchmark or the env (``respond`` must return one string per
+    observation); the message names the agent and the row."""
 
 
 class FileLockTimeout(AlpacaFarmError, TimeoutError):

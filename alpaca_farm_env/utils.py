@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -17,9 +18,37 @@ from typing import Any, BinaryIO, Callable, Iterator, Sequence
 import numpy as np
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: Any) -> Any:
+    """``text`` with every code point UTF-8 cannot encode (a surrogate, U+D800..U+DFFF) resolved, so that it can be
+    hashed, tokenized, embedded and stored; any other value is returned as is.
+
+    The rule, applied by every annotator to its texts before judging them: a high surrogate directly followed by a
+    low one becomes the character the pair encodes (as UTF-16 reads it: ``"\\ud83d\\ude00"`` -> U+1F600), and every
+    other (lone) surrogate becomes one U+FFFD REPLACEMENT CHARACTER (``"caf\\udce9"`` -> ``"caf\\ufffd"``). Such code
+    points come from ``errors="surrogateescape"`` decoding of undecodable bytes or from a JSON escape such as
+    ``"\\ud800"``. Text without surrogates is returned unchanged (the same object).
+    """
+    if not isinstance(text, str) or text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def decode_error_text(err: UnicodeDecodeError) -> str:
+    """A one-line description of a file that is not UTF-8, for the error naming the file: the first bad byte, its
+    byte offset in the file and why, e.g. ``not UTF-8 text: byte 0xe9 at offset 9 (invalid continuation byte); save
+    the file as UTF-8``."""
+    bad = err.object[err.start : err.start + 1]
+    byte = f"byte 0x{bad[0]:02x}" if bad else "the end"
+    return f"not UTF-8 text: {byte} at offset {err.start} ({err.reason}); save the file as UTF-8"
+
+
 def stable_hash(*parts: Any) -> int:
-    """A 32-bit integer from an md5 of the parts; identical across processes (unlike the salted ``hash()``)."""
-    text = "".join(str(p) for p in parts)
+    """A 32-bit integer from an md5 of the parts; identical across processes (unlike the salted ``hash()``).
+    Surrogates are hashed as :func:`clean_text` resolves them."""
+    text = clean_text("".join(str(p) for p in parts))
     return int(hashlib.md5(text.encode("utf-8")).hexdigest(), 16) % (2**32)
 
 
@@ -35,8 +64,10 @@ def random_seeded_choice(seed: Any, choices: Sequence[Any], weights: Sequence[fl
 
 
 def digest(obj: Any) -> str:
-    """sha256 hex digest of a JSON-serialisable object (sorted keys), for cache keys."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")).hexdigest()
+    """sha256 hex digest of a JSON-serialisable object (sorted keys), for cache keys. Surrogates in its strings are
+    hashed as :func:`clean_text` resolves them."""
+    text = clean_text(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def json_safe(obj: Any) -> Any:
@@ -116,8 +147,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """:func:`atomic_write` of UTF-8 text."""
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    """:func:`atomic_write` of UTF-8 text; surrogates, which UTF-8 cannot encode, are written as :func:`clean_text`
+    resolves them."""
+    atomic_write(path, lambda f: f.write(clean_text(text).encode("utf-8")))
 
 
 @contextlib.contextmanager

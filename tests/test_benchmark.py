@@ -48,8 +48,9 @@ def test_end_to_end_and_resume(preset_file, tmp_path, capsys):
     base, sft, bon = res["methods"]
     assert res["stage_seconds"]["sft"] > 0 and sft["settings"]["stages"]["sft"] == bon["settings"]["stages"]["sft"]
     assert "stages" not in base["settings"] or not base["settings"]["stages"]  # base: the untrained policy
+    first_run = json.loads((run_dir / "last_run.json").read_text())
     for m in res["methods"]:
-        assert m["n_generated"] == N_EVAL and m["n_generations_cached"] == 0
+        assert first_run[m["method"]]["n_generated"] == N_EVAL and first_run[m["method"]]["n_generations_cached"] == 0
         assert m["metrics"]["n_total"] == N_EVAL
         outs = json.loads(Path(m["outputs_path"]).read_text())
         assert len(outs) == N_EVAL and set(outs[0]) == {"instruction", "output", "generator", "dataset"}
@@ -71,7 +72,7 @@ def test_end_to_end_and_resume(preset_file, tmp_path, capsys):
     assert "| fit (s) | generate + annotate (s) |" in md
     sft_row = next(line for line in md.splitlines() if line.startswith("| sft |"))
     assert sft_row.split("|")[-3].strip() == f"{sft['seconds']['fit']:.1f}"
-    assert "shared stages (s, 0 = reused from the run dir): sft " in md
+    assert "shared stages (s to build): sft " in md
     assert (run_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     board = json.loads((tmp_path / "runs" / "leaderboard.json").read_text())
     assert len(board) == 3
@@ -79,11 +80,17 @@ def test_end_to_end_and_resume(preset_file, tmp_path, capsys):
     # resume: nothing regenerated or re-annotated, same numbers, no duplicate leaderboard rows
     gen_files = {m: (run_dir / m / "generations.jsonl") for m in ("base", "sft", "best_of_n")}
     mtimes = {m: p.stat().st_mtime_ns for m, p in gen_files.items()}
+    board1 = json.loads((tmp_path / "runs" / "leaderboard.json").read_text())
     _bench(capsys, preset_file, run_dir)
     res2 = json.loads((run_dir / "results.json").read_text())
-    for m1, m2 in zip(res["methods"], res2["methods"]):
-        assert m2["n_generated"] == 0 and m2["n_generations_cached"] == N_EVAL and m2["n_annotations_cached"] == N_EVAL
-        assert m2["metrics"] == m1["metrics"]
+    again = json.loads((run_dir / "last_run.json").read_text())
+    for m in res2["methods"]:
+        c = again[m["method"]]
+        assert c["n_generated"] == 0 and c["n_generations_cached"] == N_EVAL and c["n_annotations_cached"] == N_EVAL
+    # the rerun's results are the first run's, labels, rewards and times included (the creation time aside)
+    assert {**res2, "created": None} == {**res, "created": None}
+    board2 = json.loads((tmp_path / "runs" / "leaderboard.json").read_text())
+    assert [{**r, "created": None} for r in board2] == [{**r, "created": None} for r in board1]
     assert {m: p.stat().st_mtime_ns for m, p in gen_files.items()} == mtimes
     assert len(json.loads((tmp_path / "runs" / "leaderboard.json").read_text())) == 3
 
@@ -92,7 +99,8 @@ def test_end_to_end_and_resume(preset_file, tmp_path, capsys):
     gen_files["sft"].write_text("\n".join(lines[:4]) + "\n{\"key\": \"torn")
     _bench(capsys, preset_file, run_dir, "--methods", "sft")
     res3 = json.loads((run_dir / "results.json").read_text())
-    assert res3["methods"][0]["n_generated"] == N_EVAL - 4 and res3["methods"][0]["n_generations_cached"] == 4
+    third = json.loads((run_dir / "last_run.json").read_text())["sft"]
+    assert third["n_generated"] == N_EVAL - 4 and third["n_generations_cached"] == 4
     assert res3["methods"][0]["metrics"]["n_total"] == N_EVAL
 
     # the leaderboard prints our runs and the paper's numbers as a separate labelled reference

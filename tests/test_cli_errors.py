@@ -127,12 +127,25 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
     console script), it is not turned into a one-line 'user error'."""
     import alpaca_farm_env.benchmark.leaderboard as lb
 
+    # a genuine programming error inside the package: one of its functions called with the wrong arguments (a
+    # function defined here would be the caller's own code, which exits 2 naming its frame)
+    monkeypatch.setattr(lb, "format_leaderboard", lb.leaderboard_path)
+    with pytest.raises(TypeError):
+        main(["leaderboard", "--runs-root", str(tmp_path)])
+
+
+def test_an_error_in_the_users_code_names_its_frame(monkeypatch, tmp_path, capsys):
+    """The same failure raised from a function of the user's (here, this test file) is the user's to fix: exit 2,
+    one line naming the file and line."""
+    import alpaca_farm_env.benchmark.leaderboard as lb
+
     def broken(rows, paper, source):
-        return {}["missing"]  # a genuine programming error inside the command
+        return {}["missing"]
 
     monkeypatch.setattr(lb, "format_leaderboard", broken)
-    with pytest.raises(KeyError):
-        main(["leaderboard", "--runs-root", str(tmp_path)])
+    assert main(["leaderboard", "--runs-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "error in your code at" in err and "test_cli_errors.py" in err and "KeyError" in err
 
 
 def test_unknown_annotator_on_the_command_line(tmp_path, capsys):

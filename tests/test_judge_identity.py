@@ -136,14 +136,16 @@ def test_a_changed_judge_never_reuses_cached_annotations(data_dir, cache, tmp_pa
         cfg["annotator_kwargs"]["config"]["l2"] = l2
         preset = tmp_path / f"p{l2}.yaml"
         preset.write_text(yaml.safe_dump(cfg))
+        # another evaluator config is another preset: the run dir is reused only with --force
         rc = main(["benchmark", "--preset", str(preset), "--run-dir", str(run_dir), "--no-progress", "--data-dir",
-                   str(data_dir)])
+                   str(data_dir)] + ["--force"] * bool(results))
         assert rc == 0, capsys.readouterr().err
         results.append(json.loads((run_dir / "results.json").read_text()))
     first, second = results
     assert first["evaluator_identity"] != second["evaluator_identity"]
-    assert second["methods"][0]["n_generations_cached"] == 3  # the outputs are the same...
-    assert second["methods"][0]["n_annotations_cached"] == 0  # ...but no annotation of the other judge is reused
+    counts = json.loads((run_dir / "last_run.json").read_text())["sft"]
+    assert counts["n_generations_cached"] == 3  # the outputs are the same...
+    assert counts["n_annotations_cached"] == 0  # ...but no annotation of the other judge is reused
     assert first["evaluator_identity"] == annotator_identity("pooled", data_dir=str(data_dir),
                                                              config={**SMALL, "l2": 3e-3})
 

@@ -24,7 +24,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 
@@ -136,11 +136,11 @@ class BinaryFeedMEAgent(BaseAgent):
     name = "binary_feedme"
     ENVS: dict[str, dict[str, Any]] = {}
     STAGES = ("policy", "preferences", "output_dir")
-    config_class = BinaryFeedMEConfig
+    CONFIG_CLASS: ClassVar[type] = BinaryFeedMEConfig
 
     def __init__(self, policy: Any = None, *, config: Any = None, **kwargs: Any):
         super().__init__(policy, **kwargs)
-        self.config = as_config(self.config_class, config)
+        self.config = as_config(self.CONFIG_CLASS, config)
         self.summary: dict[str, Any] = {}
         self.fitted = False
 

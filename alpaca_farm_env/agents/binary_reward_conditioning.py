@@ -25,7 +25,7 @@ unpublished, so :class:`RewardConditioningConfig` keeps the SFT recipe of ``exam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 
@@ -90,7 +90,7 @@ class BinaryRewardConditioningAgent(BinaryFeedMEAgent):
     """
 
     name = "binary_reward_conditioning"
-    config_class = RewardConditioningConfig
+    CONFIG_CLASS: ClassVar[type] = RewardConditioningConfig
 
     def training_pairs(self, preferences: Any) -> list[tuple[str, str]]:
         return reward_conditioning_pairs(preferences, self.config.positive_token, self.config.negative_token)

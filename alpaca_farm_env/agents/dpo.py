@@ -31,7 +31,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
@@ -186,6 +186,7 @@ class DPOAgent(BaseAgent):
     name = "dpo"
     ENVS: dict[str, dict[str, Any]] = {}
     STAGES = ("policy", "preferences", "output_dir")
+    CONFIG_CLASS: ClassVar[type] = DPOTrainingConfig
 
     def __init__(self, policy: Any = None, *, config: Any = None, **kwargs: Any):
         super().__init__(policy, **kwargs)

@@ -61,6 +61,10 @@ class PPOConfig:
     """PPO hyper-parameters, named as in the reference (TRL style); defaults are ``examples/scripts/rlhf_ppo.sh``'s
     values, else the reference's ``TrainingArguments`` defaults (reference notes Sec. 5.4)."""
 
+    # eval_steps 0 / n_eval_prompts 0: no periodic eval (validation.default_range covers the rest)
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {"eval_steps": (0, None), "n_eval_prompts": (0, None)}
+
+
     rollout_batch_size: int = 512  # rlhf_ppo.sh: 32 per device x 2 accumulation x 8 GPUs
     step_batch_size: int = 256  # rlhf_ppo.sh: 2 per device x 16 accumulation x 8 GPUs
     rollout_per_device_batch_size: int = 32  # prompts per generate call / env step (rlhf_ppo.sh)

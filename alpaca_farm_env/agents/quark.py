@@ -46,6 +46,10 @@ from .rl_core import (
 class QuarkConfig:
     """Quark hyper-parameters; defaults are ``examples/scripts/rlhf_quark.sh``'s (reference notes Sec. 5.5)."""
 
+    # eval_steps 0 / n_eval_prompts 0: no periodic eval (validation.default_range covers the rest)
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {"eval_steps": (0, None), "n_eval_prompts": (0, None)}
+
+
     rollout_batch_size: int = 512  # 32 per device x 4 accumulation x 4 GPUs
     step_batch_size: int = 256  # 2 per device x 32 accumulation x 4 GPUs; one optimizer step per Quark step
     rollout_per_device_batch_size: int = 32

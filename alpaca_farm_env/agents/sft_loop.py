@@ -12,7 +12,13 @@ on the attention and MLP projections (peft) when ``lora_r > 0``.
 
 Robustness: a checkpoint (model or adapter, optimizer, scheduler, step, RNG) every ``save_steps`` optimizer steps,
 replaced atomically; a rerun with the same ``output_dir`` resumes from it. Per-step metrics go to
-``<output_dir>/metrics.csv``; a progress bar shows the loss.
+``<output_dir>/metrics.csv``, one row per step: on resume the rows written after the checkpoint (steps about to be
+redone) are dropped first. A progress bar shows the loss.
+
+Examples with no target token (the prompt alone fills ``max_length``, so truncation leaves only ``-100`` labels) teach
+nothing: a micro-batch made only of them is not run, and an optimizer step whose micro-batches all lack targets is
+skipped (no update, no metrics row; the step counter and the learning-rate schedule still advance, so the schedule and
+resume stay tied to the step number). A warning counts them, and so does ``summary.json``.
 """
 from __future__ import annotations
 
@@ -21,9 +27,10 @@ import json
 import math
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -77,6 +84,11 @@ def collate(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, 
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def n_targets(example: dict[str, list[int]]) -> int:
+    """How many tokens of ``example`` the loss learns: labels are shifted by one, so position 0 is never predicted."""
+    return sum(t != IGNORE_INDEX for t in example["labels"][1:])
+
+
 def examples_key(pairs: Sequence[tuple[str, str]]) -> str:
     """A digest of (prompt, output) pairs: with the config and the start model, what determines a trained model."""
     return digest([list(p) for p in pairs])[:16]
@@ -112,19 +124,22 @@ def train_sft(
         _load_weights(policy, out / "model", config)
         return summary
 
-    tok, model = policy.tokenizer, policy.model
-    if config.lora_r > 0:
-        model = policy.model = _with_lora(model, config)
+    tok = policy.tokenizer
     examples = [sft_example(tok, p, o, config.max_length) for p, o in pairs]
+    targets = [n_targets(e) for e in examples]
     n_batches = math.ceil(len(examples) / config.per_device_batch_size)
     steps_per_epoch = max(1, math.ceil(n_batches / config.gradient_accumulation_steps))
     total = math.ceil(steps_per_epoch * config.num_train_epochs)
     if config.max_steps is not None:
         total = min(total, config.max_steps)
+    untargeted = _count_untargeted(targets, config, steps_per_epoch, total)  # before the policy is touched: may raise
+    model = policy.model
+    if config.lora_r > 0:
+        model = policy.model = _with_lora(model, config)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(config.warmup_ratio * total), total)
-    step, losses = 0, []
+    step = 0
     ckpt = out / "checkpoint"
     if (ckpt / "state.pt").is_file():  # resume after a kill
         state = torch.load(ckpt / "state.pt", weights_only=False)
@@ -133,60 +148,100 @@ def train_sft(
         sched.load_state_dict(state["scheduler"])
         step = state["step"]
         torch.set_rng_state(state["torch_rng"])
-    metrics = open(out / "metrics.csv", "a", newline="", encoding="utf-8")
-    writer = csv.writer(metrics)
-    if step == 0:
-        metrics.truncate(0)
-        writer.writerow(["step", "epoch", "loss", "learning_rate"])
+    from .rl_core import CSVLogger  # here, not at the top: rl_core imports this module (through .sft)
+
+    log = CSVLogger(out / "metrics.csv", ["step", "epoch", "loss", "learning_rate"])
+    log.resume(step)  # rows after the checkpoint's step are redone below; a fresh run (step 0) starts an empty log
+    if not log.path.is_file():  # the header, even if no step gets a row
+        with open(log.path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow(log.fields)
+    # the loss is logged exactly (repr), so a resumed run reads back the very values the uninterrupted one had
+    losses = [float(r["loss"]) for r in log.read() if r.get("loss")]
     model.train()
     bar = tqdm(total=total, initial=step, desc="sft", unit="step", disable=not progress)
     try:
-        while step < total:
-            epoch = step // steps_per_epoch
-            order = sorted(range(len(examples)), key=lambda i: stable_hash("sft-order", config.seed, epoch, i))
-            batches = [order[i : i + config.per_device_batch_size] for i in range(0, len(order), config.per_device_batch_size)]
-            first = (step % steps_per_epoch) * config.gradient_accumulation_steps
-            for g in range(first, len(batches), config.gradient_accumulation_steps):
-                group = batches[g : g + config.gradient_accumulation_steps]
-                n_tokens = sum(sum(t != IGNORE_INDEX for t in examples[i]["labels"]) for b in group for i in b)
-                loss_sum = 0.0
-                for b in group:
-                    batch = {k: v.to(policy.device) for k, v in collate([examples[i] for i in b], tok.pad_token_id).items()}
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                    # token-level mean over the whole accumulated group: every learned token weighs the same
-                    loss = torch.nn.functional.cross_entropy(
-                        logits[:, :-1].float().reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
-                        ignore_index=IGNORE_INDEX, reduction="sum") / max(1, n_tokens)
-                    loss.backward()
-                    loss_sum += float(loss.detach())
+        for group in _step_groups(len(examples), config, steps_per_epoch, step, total):
+            group = [b for b in group if any(targets[i] for i in b)]  # a micro-batch without targets adds nothing
+            n_tokens = sum(targets[i] for b in group for i in b)
+            loss_sum = 0.0
+            for b in group:
+                batch = {k: v.to(policy.device) for k, v in collate([examples[i] for i in b], tok.pad_token_id).items()}
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                # token-level mean over the whole accumulated group: every learned token weighs the same
+                loss = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].float().reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+                    ignore_index=IGNORE_INDEX, reduction="sum") / n_tokens
+                loss.backward()
+                loss_sum += float(loss.detach())
+            if group:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-                step += 1
+            else:  # no target token in the whole step: no update, but the schedule keeps pace with the step counter
+                with warnings.catch_warnings():  # torch warns when a schedule's first step comes before any update
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    sched.step()
+            step += 1
+            if group:
                 losses.append(loss_sum)
-                writer.writerow([step, f"{step / steps_per_epoch:.4f}", f"{loss_sum:.6f}", f"{sched.get_last_lr()[0]:.3e}"])
-                metrics.flush()
-                bar.update(1)
+                log.log({"step": step, "epoch": f"{step / steps_per_epoch:.4f}", "loss": repr(loss_sum),
+                         "learning_rate": f"{sched.get_last_lr()[0]:.3e}"})
                 bar.set_postfix(loss=f"{loss_sum:.3f}")
-                if step % config.save_steps == 0 or step == total:
-                    _save_checkpoint(ckpt, model, opt, sched, step)
-                if step >= total:
-                    break
+            bar.update(1)
+            if step % config.save_steps == 0 or step == total:
+                _save_checkpoint(ckpt, model, opt, sched, step)
     finally:
         bar.close()
-        metrics.close()
     model.eval()
     if config.lora_r > 0:
         model = policy.model = model.merge_and_unload()  # a plain model again: generation and saving as before
     _save_model(policy, out / "model")
     summary = {"key": key, "steps": step, "examples": len(examples), "first_loss": losses[0] if losses else None,
-               "last_loss": losses[-1] if losses else None, "config": asdict(config)}
+               "last_loss": losses[-1] if losses else None, **untargeted, "config": asdict(config)}
     from ..utils import atomic_write_text
 
     atomic_write_text(summary_path, json.dumps(summary, indent=1))
     shutil.rmtree(ckpt, ignore_errors=True)
     return summary
+
+
+def _step_groups(n: int, config: SFTConfig, steps_per_epoch: int, start: int, total: int) -> Iterator[list[list[int]]]:
+    """The micro-batches (lists of example indices) of optimizer steps ``start + 1`` .. ``total``: each epoch is a
+    permutation of the examples seeded by (seed, epoch), cut into batches of ``per_device_batch_size`` and those into
+    groups of ``gradient_accumulation_steps``; step ``s`` (0-based) is group ``s % steps_per_epoch`` of epoch
+    ``s // steps_per_epoch``, so a resumed run sees the batches the uninterrupted one would."""
+    size, accum = config.per_device_batch_size, config.gradient_accumulation_steps
+    epoch, batches = None, []
+    for s in range(start, total):
+        e, g = divmod(s, steps_per_epoch)
+        if e != epoch:
+            epoch = e
+            order = sorted(range(n), key=lambda i: stable_hash("sft-order", config.seed, e, i))
+            batches = [order[i : i + size] for i in range(0, n, size)]
+        yield batches[g * accum : (g + 1) * accum]
+
+
+def _count_untargeted(targets: Sequence[int], config: SFTConfig, steps_per_epoch: int, total: int) -> dict[str, int]:
+    """Counts, over the whole run's schedule, of the examples with no target token, of the micro-batches made only of
+    them (not run) and of the optimizer steps made only of such micro-batches (skipped); warns when there are any.
+    Counted from the schedule rather than while training, so a resumed run reports the same numbers."""
+    counts = {"n_examples_without_targets": sum(1 for t in targets if not t), "n_batches_without_targets": 0,
+              "n_steps_without_targets": 0}
+    if not counts["n_examples_without_targets"]:
+        return counts
+    for group in _step_groups(len(targets), config, steps_per_epoch, 0, total):
+        empty = sum(1 for b in group if not any(targets[i] for i in b))
+        counts["n_batches_without_targets"] += empty
+        counts["n_steps_without_targets"] += empty == len(group)
+    warnings.warn(
+        f"{counts['n_examples_without_targets']} of {len(targets)} SFT examples have no target token left after "
+        f"truncation to max_length={config.max_length} (the prompt fills it) and teach nothing; "
+        f"{counts['n_batches_without_targets']} micro-batches hold only such examples and are not run, and "
+        f"{counts['n_steps_without_targets']} of {total} optimizer steps have no target token at all and are skipped "
+        f"(no update, no metrics row)" + ("; training leaves the model unchanged" if not any(targets) else ""),
+        stacklevel=3)
+    return counts
 
 
 def _with_lora(model: Any, config: SFTConfig) -> Any:

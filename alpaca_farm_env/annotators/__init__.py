@@ -5,6 +5,8 @@ from .base import (
     FunctionAnnotator,
     PairwiseAnnotator,
     check_lengths,
+    clean_pairs,
+    clean_rows,
     list_annotators,
     annotator_identity,
     judgment_identity,
@@ -22,7 +24,8 @@ for _name, _cls in (("distilled_gpt4", "DistilledJudge"), ("pooled", "PooledJudg
     register_annotator(_name, f"alpaca_farm_env.judge.judge:{_cls}")
 
 __all__ = [
-    "ANNOTATORS", "Annotation", "FunctionAnnotator", "PairwiseAnnotator", "check_lengths", "list_annotators",
+    "ANNOTATORS", "Annotation", "FunctionAnnotator", "PairwiseAnnotator", "check_lengths", "clean_pairs", "clean_rows",
+    "list_annotators",
     "make_annotator", "register_annotator", "annotator_identity", "judgment_identity", "with_data_dir",
     "AnnotatorPool", "PoolMember", "AnnotatorMember",
 ]

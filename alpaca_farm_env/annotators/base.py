@@ -3,6 +3,9 @@
 ``compare(instructions, inputs, outputs_1, outputs_2, *, seed)`` returns one :class:`Annotation` per pair, using
 alpaca_eval's encoding: ``preference`` 1 = output_1 better, 2 = output_2 better, 1.5 = draw, ``None`` = unlabeled
 (e.g. an unparseable completion: dropped and counted, never guessed).
+
+Texts are cleaned on the way in (:func:`clean_pairs`): a surrogate, which UTF-8 cannot encode, is judged as
+:func:`~alpaca_farm_env.utils.clean_text` resolves it (U+FFFD for a lone one), the same way by every annotator.
 """
 from __future__ import annotations
 
@@ -52,6 +55,22 @@ def check_lengths(instructions, inputs, outputs_1, outputs_2) -> int:
     return n
 
 
+def clean_pairs(instructions, inputs, outputs_1, outputs_2) -> tuple[list, list, list, list]:
+    """The four columns as lists, each text passed through :func:`~alpaca_farm_env.utils.clean_text` (surrogates,
+    which UTF-8 cannot encode, resolved; U+FFFD for a lone one). Every annotator calls it first in ``compare``, so a
+    text with a lone surrogate is judged exactly like the same text with U+FFFD in its place, by every judge."""
+    from ..utils import clean_text
+
+    return tuple([clean_text(t) for t in col] for col in (instructions, inputs, outputs_1, outputs_2))  # type: ignore[return-value]
+
+
+def clean_rows(rows: Sequence[dict]) -> list[dict]:
+    """:func:`clean_pairs` for the pool-member protocol: copies of ``rows`` with their texts cleaned."""
+    from ..utils import clean_text
+
+    return [{k: clean_text(v) for k, v in r.items()} for r in rows]
+
+
 class FunctionAnnotator:
     """Adapts ``f(instructions, inputs, outputs_1, outputs_2, seed=...) -> list[preference | Annotation]``."""
 
@@ -62,7 +81,8 @@ class FunctionAnnotator:
 
     def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed: int = 0) -> list[Annotation]:
         n = check_lengths(instructions, inputs, outputs_1, outputs_2)
-        out = list(self.fn(list(instructions), list(inputs), list(outputs_1), list(outputs_2), seed=seed, **self.fixed_kwargs))
+        instructions, inputs, outputs_1, outputs_2 = clean_pairs(instructions, inputs, outputs_1, outputs_2)
+        out = list(self.fn(instructions, inputs, outputs_1, outputs_2, seed=seed, **self.fixed_kwargs))
         if len(out) != n:
             raise ValueError(f"annotator function {self.name!r} returned {len(out)} annotations for {n} pairs")
         return [a if isinstance(a, Annotation) else Annotation(preference=None if a is None else float(a), annotator=self.name) for a in out]

@@ -25,7 +25,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..utils import digest
+from .. import errors
+from ..utils import decode_error_text, digest
 
 __all__ = [
     "MemberConfig", "alpaca_eval_configs_dir", "resolve_config_path", "load_member_configs", "BUILTIN_CONFIGS",
@@ -40,8 +41,9 @@ _NOT_FORWARDED = {"model_name", "tokens_to_avoid", "tokens_to_favor", "is_skip_m
                   "num_procs", "batch_size", "price_per_token", "requires_chatml", "is_chat", "client_config_path"}
 
 
-class ConfigError(ValueError):
-    """A malformed or missing annotator config."""
+class ConfigError(errors.ConfigError):
+    """A malformed or missing annotator config (a :class:`~alpaca_farm_env.errors.ConfigError`: the CLI prints one
+    line and exits with 2)."""
 
 
 def alpaca_eval_configs_dir() -> Path:
@@ -146,6 +148,8 @@ def load_member_configs(
     path = resolve_config_path(config)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: {decode_error_text(e)}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"cannot parse {path}: {e}") from e
     if not isinstance(raw, dict) or not raw:
@@ -168,7 +172,10 @@ def load_member_configs(
         tfile = tpath if tpath.is_absolute() else base_dir / tpath
         if not tfile.is_file():
             raise ConfigError(f"{path}: prompt template {tfile} of entry {name!r} not found")
-        template = tfile.read_text(encoding="utf-8")
+        try:
+            template = tfile.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: prompt template {tfile} of entry {name!r}: {decode_error_text(e)}") from None
         ck = dict(entry.get("completions_kwargs") or {})
         original = ck.get("model_name")
         if not original:

@@ -5,7 +5,7 @@ the baseline every learned judge is compared with. Equal lengths are a draw.
 """
 from __future__ import annotations
 
-from .base import Annotation, check_lengths, register_annotator
+from .base import Annotation, check_lengths, clean_pairs, register_annotator
 
 
 @register_annotator("longer")
@@ -14,6 +14,7 @@ class LongerWinsAnnotator:
 
     def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed: int = 0) -> list[Annotation]:
         check_lengths(instructions, inputs, outputs_1, outputs_2)
+        instructions, inputs, outputs_1, outputs_2 = clean_pairs(instructions, inputs, outputs_1, outputs_2)
         out = []
         for o1, o2 in zip(outputs_1, outputs_2):
             pref = 1.5 if len(o1) == len(o2) else (2.0 if len(o2) > len(o1) else 1.0)

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from ..errors import AnnotatorError
 from ..utils import stable_hash
-from .base import Annotation, register_annotator
+from .base import Annotation, clean_rows, register_annotator
 from .cache import AnnotationCache, example_key
 from .configs import PLACEHOLDER_RE, MemberConfig, load_member_configs
 from .pool import AnnotatorPool, _run_coro
@@ -305,7 +305,7 @@ class OpenAIMember:
     async def aannotate(self, rows: list[dict]) -> list[Annotation]:
         cfg, be = self.config, self.backend
         exs = []
-        for r in rows:
+        for r in clean_rows(rows):
             inp = r.get("input") or ""
             ins = r["instruction"] + ("\n\n" + inp if inp else "")  # alpaca_eval layout: input folded in
             exs.append({"instruction": ins, "input": inp, "output_1": r["output_1"], "output_2": r["output_2"],

@@ -46,7 +46,7 @@ from collections import Counter
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from ..utils import random_seeded_choice
-from .base import Annotation, check_lengths
+from .base import Annotation, check_lengths, clean_pairs, clean_rows
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class AnnotatorMember:
     def annotate(self, rows: list[dict]) -> list[Annotation]:
         if not rows:
             return []
+        rows = clean_rows(rows)
         anns = self.annotator.compare(
             [r["instruction"] for r in rows], [r.get("input", "") for r in rows],
             [r["output_1"] for r in rows], [r["output_2"] for r in rows], seed=self.seed,
@@ -160,6 +161,7 @@ class AnnotatorPool:
 
     def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed: int | Sequence[int] = 0) -> list[Annotation]:
         n = check_lengths(instructions, inputs, outputs_1, outputs_2)
+        instructions, inputs, outputs_1, outputs_2 = clean_pairs(instructions, inputs, outputs_1, outputs_2)
         if isinstance(seed, (list, tuple)) or (hasattr(seed, "__len__") and not isinstance(seed, str)):
             seeds = [int(s) for s in seed]
             if len(seeds) != n:

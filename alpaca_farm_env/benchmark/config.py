@@ -87,10 +87,8 @@ class BenchmarkConfig:
         """The one check of a config, run before any work: every field's type and range, and every name (methods'
         agents, their rewards, the evaluator, the reference) resolvable. Raises :class:`ConfigError` naming the key
         and ``source`` (the preset file, or ``--flag`` for a command-line override)."""
-        from ..agents import AGENTS
         from ..annotators import ANNOTATORS
         from ..data import REFERENCES
-        from ..rewards import REWARDS
 
         def bad(key: str, msg: str) -> ConfigError:
             return ConfigError(f"{source}: {key}: {msg}")
@@ -112,6 +110,10 @@ class BenchmarkConfig:
             _check_type(getattr(self, key), int, key, source)
         _check_type(self.annotator, str, "annotator", source)
         _resolve(ANNOTATORS, self.annotator, "annotator", source)
+        from ..validation import check_call
+
+        check_call(ANNOTATORS.resolve(self.annotator), self.annotator_kwargs, source, prefix="annotator_kwargs.",
+                   what=f"annotator {self.annotator!r}")
         if self.compare_to is not None:
             _check_type(self.compare_to, str, "compare_to", source)
         _check_type(self.runs_root, str, "runs_root", source)
@@ -119,48 +121,75 @@ class BenchmarkConfig:
         if not self.methods:
             raise bad("methods", "no methods to run")
         for method, kw in self.methods.items():
-            agent = kw.get("agent", method)
-            _resolve(AGENTS, agent, f"methods.{method}" + (".agent" if "agent" in kw else ""), source)
-            _check_generation({k: v for k, v in kw.items() if k in _field_names(GenerationConfig)}, source,
-                              f"methods.{method}.")
-            if "n" in kw:
-                _check_type(kw["n"], int, f"methods.{method}.n", source)
-                if kw["n"] < 1:
-                    raise bad(f"methods.{method}.n", f"must be >= 1, got {kw['n']}")
-            if isinstance(kw.get("reward"), str):
-                _resolve(REWARDS, kw["reward"], f"methods.{method}.reward", source)
-            if kw.get("reward_kwargs") is not None:
-                _check_type(kw["reward_kwargs"], dict, f"methods.{method}.reward_kwargs", source)
+            _check_method(method, kw, source)
         return self
 
 
 STAGE_NAMES = ("sft", "preferences", "reward_model")
 
 
+def _check_method(method: str, kw: dict[str, Any], source: str) -> None:
+    """One method's entry: the agent resolvable and taking a ``policy``, every other key a keyword argument of the
+    agent (its type, and its config dataclass's fields, checked by :mod:`~alpaca_farm_env.validation`), and the
+    reward it names resolvable with keyword arguments it accepts."""
+    from ..agents import AGENTS
+    from ..rewards import REWARDS
+    from ..validation import accepted_parameters, check_call
+
+    where = f"methods.{method}"
+    _check_type(kw.get("agent", method), str, where + ".agent" if "agent" in kw else where, source)
+    agent = kw.get("agent", method)
+    _resolve(AGENTS, agent, where + (".agent" if "agent" in kw else ""), source)
+    factory = AGENTS.resolve(agent)
+    named, takes_any = accepted_parameters(factory)
+    if "policy" not in named and not takes_any:
+        raise ConfigError(f"{source}: {where}: agent {agent!r} takes no 'policy' argument; the benchmark builds every "
+                          f"agent as {agent}(policy=..., **settings)")
+    _check_generation({k: v for k, v in kw.items() if k in _field_names(GenerationConfig)}, source, where + ".")
+    check_call(factory, {k: v for k, v in kw.items() if k != "agent"}, source, prefix=where + ".",
+               what=f"agent {agent!r}")
+    reward = kw.get("reward")
+    if reward is not None:
+        if isinstance(reward, str):
+            _resolve(REWARDS, reward, where + ".reward", source)
+        if kw.get("reward_kwargs") is not None:
+            _check_type(kw["reward_kwargs"], dict, where + ".reward_kwargs", source)
+            check_call(REWARDS.resolve(reward), kw["reward_kwargs"], source, prefix=where + ".reward_kwargs.",
+                       what=f"reward {reward!r}")
+
+
 def _check_stages(stages: dict[str, Any], source: str) -> None:
+    from ..agents.preference_collection import CollectionConfig
     from ..agents.sft_loop import SFTConfig
+    from ..annotators import ANNOTATORS
+    from ..rewards.reward_model import RewardModelTrainingConfig
+    from ..validation import check_call, check_fields, did_you_mean
 
     for name, fields in stages.items():
         if name not in STAGE_NAMES:
-            raise ConfigError(f"{source}: stages: unknown stage {name!r}; known: {list(STAGE_NAMES)}")
+            raise ConfigError(f"{source}: stages: unknown stage {name!r}{did_you_mean(name, list(STAGE_NAMES))}; "
+                              f"known: {list(STAGE_NAMES)}")
         _check_type(fields, dict, f"stages.{name}", source)
         if name == "sft":
-            _check_keys(fields, SFTConfig, source, "stages.sft.")
+            check_fields(SFTConfig, fields, source, prefix="stages.sft.")
         elif name == "preferences":
-            from ..agents.preference_collection import CollectionConfig
-
-            _check_named(fields, _field_names(CollectionConfig) + ["annotator", "annotator_kwargs", "num_envs"],
-                         source, "stages.preferences.")
+            fields = dict(fields)
+            annotator = fields.pop("annotator", "noisy_pooled")
+            annotator_kwargs = fields.pop("annotator_kwargs", {})
+            num_envs = fields.pop("num_envs", 8)
+            _check_type(annotator, str, "stages.preferences.annotator", source)
+            _resolve(ANNOTATORS, annotator, "stages.preferences.annotator", source)
+            _check_type(annotator_kwargs, dict, "stages.preferences.annotator_kwargs", source)
+            check_call(ANNOTATORS.resolve(annotator), annotator_kwargs, source,
+                       prefix="stages.preferences.annotator_kwargs.", what=f"annotator {annotator!r}")
+            _check_type(num_envs, int, "stages.preferences.num_envs", source)
+            if num_envs < 1:
+                raise ConfigError(f"{source}: stages.preferences.num_envs: must be >= 1, got {num_envs}")
+            check_fields(CollectionConfig, fields, source, prefix="stages.preferences.")
         else:
-            from ..rewards.reward_model import RewardModelTrainingConfig
-
-            _check_named(fields, _field_names(RewardModelTrainingConfig) + ["backbone"], source, "stages.reward_model.")
-
-
-def _check_named(fields: dict[str, Any], known: list[str], source: str, prefix: str) -> None:
-    unknown = sorted(str(k) for k in set(fields) - set(known))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {[prefix + k for k in unknown]}; known: {[prefix + k for k in sorted(known)]}")
+            fields = dict(fields)
+            _check_type(fields.pop("backbone", "sft"), str, "stages.reward_model.backbone", source)
+            check_fields(RewardModelTrainingConfig, fields, source, prefix="stages.reward_model.")
 
 
 def _field_names(cls: type) -> list[str]:
@@ -168,10 +197,12 @@ def _field_names(cls: type) -> list[str]:
 
 
 def _check_keys(data: dict[str, Any], cls: type, source: str, prefix: str) -> None:
-    unknown = sorted(str(k) for k in set(data) - set(_field_names(cls)))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {[prefix + k for k in unknown]}; known: "
-                          f"{[prefix + k for k in _field_names(cls)]}")
+    from ..validation import did_you_mean
+
+    for key in data:
+        if key not in _field_names(cls):
+            raise ConfigError(f"{source}: unknown key {prefix + str(key)!r}{did_you_mean(key, _field_names(cls))}; "
+                              f"known: {[prefix + k for k in _field_names(cls)]}")
 
 
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", dict: "a mapping", bool: "true or false"}
@@ -224,11 +255,18 @@ def load_preset(name_or_path: str | Path) -> BenchmarkConfig:
 
     path = preset_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        from ..utils import decode_error_text
+
+        raise ConfigError(f"{path}: {decode_error_text(e)}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the preset is empty; copy a shipped one (alpaca-farm benchmark --preset tiny "
+                          "--print-config) and edit it")
     return BenchmarkConfig.from_dict(data, str(path))
 
 

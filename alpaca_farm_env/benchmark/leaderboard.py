@@ -61,14 +61,16 @@ def load_leaderboard(runs_root: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def add_run(runs_root: str | Path, results: dict[str, Any]) -> Path:
+def add_run(runs_root: str | Path, results: dict[str, Any], replace_run_dir: bool = False) -> Path:
     """Upsert one row per method of ``results``, keyed by (run dir, method): a resumed run replaces its own rows.
+    ``replace_run_dir`` first drops every row of the run dir (a run dir reused for another preset).
 
     The read-modify-write holds the leaderboard's lock, so two runs finishing together both keep their rows."""
     new = {(results["run_dir"], m["method"]) for m in results["methods"]}
     path = leaderboard_path(runs_root)
     with file_lock(path):
-        rows = [r for r in load_leaderboard(runs_root) if (r.get("run_dir"), r.get("method")) not in new]
+        rows = [r for r in load_leaderboard(runs_root) if (r.get("run_dir"), r.get("method")) not in new
+                and not (replace_run_dir and r.get("run_dir") == results["run_dir"])]
         for m in results["methods"]:
             vs = m.get("vs_baseline") or {}
             rows.append({

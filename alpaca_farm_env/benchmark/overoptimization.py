@@ -68,9 +68,10 @@ def run_overoptimization(
     ppo_fields["eval_steps"] = eval_every
     from ..agents.ppo import PPOConfig
 
-    unknown = sorted(set(ppo_fields) - {f.name for f in dataclasses.fields(PPOConfig)})
-    if unknown:
-        raise ConfigError(f"unknown PPO settings {unknown}; PPOConfig has {[f.name for f in dataclasses.fields(PPOConfig)]}")
+    from ..validation import check_fields
+
+    check_fields(PPOConfig, {k: v for k, v in ppo_fields.items() if k != "total_steps" or v != 0}, "--ppo",
+                 prefix="ppo.")  # total_steps 0: best-of-n and the SFT point only
     run_dir = Path(run_dir)
     folder = run_dir / "overoptimization"
     folder.mkdir(parents=True, exist_ok=True)

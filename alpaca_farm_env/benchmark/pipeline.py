@@ -39,7 +39,7 @@ class Pipeline:
 
     def __init__(self, cfg: BenchmarkConfig, run_dir: Path, data_dir: Any, progress: bool, log: Callable[[str], None]):
         self.cfg, self.run_dir, self.data_dir, self.progress, self.log = cfg, Path(run_dir), data_dir, progress, log
-        self.times: dict[str, float] = {}  # stage -> seconds spent building it (0 when reused)
+        self.times: dict[str, float | None] = {}  # stage -> seconds its build took (read back when reused)
         self._keys: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------------------ stage: sft
@@ -177,6 +177,23 @@ class Pipeline:
             self.log(f"stage reward_model: held-out accuracy {acc}")
         return reward_model_spec(folder / "model"), key
 
+    def stage_seconds(self, stages: set[str]) -> dict[str, float | None]:
+        """The build time of each of ``stages`` (``sft``, ``preferences``, ``reward_model``), in pipeline order: as
+        measured in this run, else as recorded in the stage's ``stage.json`` when it was built (without building)."""
+        folders = {"sft": lambda: self.sft_dir(),
+                   "preferences": lambda: self.run_dir / "stages" / f"preferences-{self.preferences_key()}",
+                   "reward_model": lambda: self.run_dir / "stages" / f"reward_model-{self.reward_model_key()}"}
+        out: dict[str, float | None] = {}
+        for stage in folders:
+            if stage in self.times:
+                out[stage] = self.times[stage]
+            elif stage in stages:
+                try:
+                    out[stage] = json.loads((folders[stage]() / "stage.json").read_text(encoding="utf-8"))["seconds"]
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                    out[stage] = None
+        return out
+
     def _timed(self, stage: str, folder: Path, skip: bool = False):
         pipeline = self
 
@@ -194,8 +211,12 @@ class Pipeline:
         return _Timer()
 
     def _reused(self, stage: str, folder: Path) -> None:
+        """A stage built before: its build time, as recorded in ``stage.json`` then, is what the results report."""
         if stage not in self.times:
             meta = folder / "stage.json"
-            built = json.loads(meta.read_text()).get("seconds") if meta.is_file() else None
-            self.times[stage] = 0.0
+            try:
+                built = json.loads(meta.read_text(encoding="utf-8")).get("seconds") if meta.is_file() else None
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                built = None
+            self.times[stage] = built
             self.log(f"stage {stage}: reused {folder}" + (f" (built in {built} s)" if built is not None else ""))

@@ -34,9 +34,8 @@ def markdown_table(results: dict[str, Any]) -> str:
     caption = (f"policy {results['policy']}, evaluator {results['evaluator']}, reference {REFERENCE_NAME} "
                f"({results['reference']}), {results['n_eval']} instructions")
     stages = results.get("stage_seconds") or {}
-    if stages:  # 0 = reused from an earlier run; a method's fit includes the shared stages it built first
-        caption += "\n\nshared stages (s, 0 = reused from the run dir): " + ", ".join(
-            f"{k} {v:.1f}" for k, v in stages.items())
+    if stages:  # the time each stage's build took, when it was built; a method's fit includes the stages it built
+        caption += "\n\nshared stages (s to build): " + ", ".join(f"{k} {_secs(v)}" for k, v in stages.items())
     return "\n".join(lines) + "\n\n" + caption
 
 

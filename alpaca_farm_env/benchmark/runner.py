@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError, TrainingOnTestSetWarning
+from ..errors import AgentError, ConfigError, TrainingOnTestSetWarning
 from ..utils import accepts_kwarg, atomic_write_text, digest, file_lock, json_safe
 from .config import BenchmarkConfig, eval_subset
 from .evaluation import LazyAnnotator, annotate_pairs, to_alpaca_eval_layout
@@ -43,11 +43,8 @@ class MethodResult:
     vs_baseline: dict[str, Any] | None
     outputs_path: str
     annotations_path: str
-    n_generated: int = 0
-    n_generations_cached: int = 0
-    n_annotations_cached: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # as recorded when produced (a rerun reads them back)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -103,8 +100,14 @@ def run_benchmark(
     data_dir: str | os.PathLike | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Run every method of ``cfg`` and write the run directory; returns the ``results.json`` content."""
+    """Run every method of ``cfg`` and write the run directory; returns the ``results.json`` content, plus
+    ``"this_run"``: what this invocation did per method (outputs generated, generations and annotations read from the
+    caches, seconds spent), which ``results.json`` leaves out so that a rerun's results equal the first run's.
+
+    A run dir belongs to one preset: a run dir whose ``config.json`` holds other settings is refused unless ``force``
+    (which then replaces the run dir's leaderboard rows)."""
     from ..agents import AGENTS
     from ..annotators import annotator_identity, with_data_dir
     from ..rewards.annotator_reward import reward_is_evaluator
@@ -127,26 +130,70 @@ def run_benchmark(
 
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg, evaluator_id)
     leaderboard.load_leaderboard(run_dir.parent)  # a corrupt leaderboard fails now, not after all the generation
+    check_run_dir_owner(run_dir, cfg, force)
+    eval_rows = eval_instructions(cfg, data_dir)  # n_eval beyond the eval set fails here
     run_dir.mkdir(parents=True, exist_ok=True)
     # one run at a time per run dir: a second one would append the same generations to the same caches
     with file_lock(run_dir / "run", timeout=0, busy=f"{run_dir}: another benchmark is running in this run dir; wait "
                    "for it (a rerun then resumes from its caches) or pass another --run-dir"):
-        return _run_in(cfg, run_dir, factories, data_dir, progress, log, evaluator_kwargs, evaluator_id)
+        return _run_in(cfg, run_dir, factories, data_dir, progress, log, evaluator_kwargs, evaluator_id, eval_rows,
+                       replace_rows=force)
+
+
+def eval_instructions(cfg: BenchmarkConfig, data_dir: Any) -> list[dict[str, Any]]:
+    """The eval rows the benchmark scores, through the env: the eval split's rows, then the stratified subset.
+    Refuses an ``n_eval`` larger than the eval set (a silently smaller table would be a different experiment)."""
+    eval_env = make_env({"id": "AlpacaFarm-v0", "split": "eval", "reference": cfg.reference, "reward": "length",
+                         "shuffle": False}, data_dir)
+    rows = eval_env.unwrapped.rows
+    if cfg.n_eval is not None and cfg.n_eval > len(rows):
+        raise ConfigError(f"config {cfg.name!r}: n_eval: {cfg.n_eval} is more than the {len(rows)} eval instructions; "
+                          f"use null (or {len(rows)}) for all of them")
+    return eval_subset(rows, cfg.n_eval, cfg.subset_seed)
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in ("methods", "runs_root")}
+
+
+def check_run_dir_owner(run_dir: Path, cfg: BenchmarkConfig, force: bool) -> None:
+    """Refuse a run dir whose ``config.json`` holds other settings: its caches, results and leaderboard rows belong
+    to that preset. Running a subset or a superset of the same preset's methods is the same run."""
+    path = run_dir / "config.json"
+    if force or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # an unreadable record is replaced
+    new = cfg.to_dict()
+    differs = sorted(k for k in set(_comparable(old)) | set(_comparable(new)) if old.get(k) != new.get(k))
+    shared = set(old.get("methods") or {}) & set(new["methods"])
+    differs += [f"methods.{m}" for m in sorted(shared) if old["methods"][m] != new["methods"][m]]
+    if differs:
+        raise ConfigError(f"{run_dir} holds a run of preset {old.get('name')!r} with other settings "
+                          f"({', '.join(differs)}) than preset {cfg.name!r}; pass another --run-dir, or --force to "
+                          "replace that run")
 
 
 def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data_dir, progress: bool,
-            log: Callable[[str], None], evaluator_kwargs: dict[str, Any], evaluator_id: str) -> dict[str, Any]:
+            log: Callable[[str], None], evaluator_kwargs: dict[str, Any], evaluator_id: str,
+            rows: list[dict[str, Any]], replace_rows: bool) -> dict[str, Any]:
 
     from ..agents import AGENTS
     from ..annotators import make_annotator
     from ..metrics import win_rate
     from . import leaderboard, report
 
-    atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    # the eval instructions come through the env too: its rows, then the stratified subset of their positions
-    eval_env = make_env({"id": "AlpacaFarm-v0", "split": "eval", "reference": cfg.reference, "reward": "length",
-                         "shuffle": False}, data_dir)
-    rows = eval_subset(eval_env.unwrapped.rows, cfg.n_eval, cfg.subset_seed)
+    config_path = run_dir / "config.json"
+    config = cfg.to_dict()
+    if config_path.is_file() and not replace_rows:  # the same preset: keep the union of the methods run here
+        try:
+            config["methods"] = {**json.loads(config_path.read_text(encoding="utf-8")).get("methods", {}),
+                                 **config["methods"]}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            pass
+    atomic_write_text(config_path, json.dumps(config, indent=2))
     log(f"run dir {run_dir}: {len(rows)} eval instructions, methods {', '.join(cfg.methods)}, evaluator {cfg.annotator}")
     pipeline = Pipeline(cfg, run_dir, data_dir, progress, log)
     # the evaluator is the eval env's reward: P(the response beats Davinci003), so a method's mean episode return
@@ -156,22 +203,20 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
     evaluator = None
     outputs: dict[str, list[str]] = {}
     results: list[MethodResult] = []
+    this_run: dict[str, dict[str, Any]] = {}
     for method in cfg.methods:
         mdir = run_dir / method
         mdir.mkdir(exist_ok=True)
         factory = factories[method]
-        kwargs = _agent_kwargs(cfg, method, factory)
-        settings = {"policy": cfg.policy, **{k: v for k, v in kwargs.items() if k != "evaluator"}}
-        stage_keys = _stage_keys(pipeline, factory, cfg.methods[method])
-        gen_key = digest({"method": method, "agent": cfg.methods[method].get("agent", method), **settings,
-                          "stages": stage_keys})[:16]
+        kwargs, settings, stage_keys, gen_key = _method_key(cfg, pipeline, method, factory)
         cache = mdir / "generations.jsonl"
         done = _read_generations(cache)
         keys = [digest([gen_key, r["instruction"], r["input"]])[:32] for r in rows]
         n_cached = sum(k in done for k in keys)
+        record_path = mdir / f"record-{gen_key}.json"
+        record = _read_record(record_path)
         agent = None
-        t_fit = 0.0
-        if n_cached < len(rows):
+        if n_cached < len(rows) or record is None:
             # a method that takes no policy stage (base) starts from the configured policy, with its dtype/device
             start = cfg.policy
             if "policy" not in pipeline.wanted(factory, cfg.methods[method]):
@@ -187,11 +232,14 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
             # the method's own training dir is keyed like its outputs: another config or stage never reuses it
             stages, _ = pipeline.stages_for(factory, method, mdir / f"fit-{gen_key}", given=cfg.methods[method])
             agent.fit(envs, **stages)
-            t_fit = round(time.time() - t0, 1)
-        if agent is not None and hasattr(agent, "reward_name"):
-            settings["reward"] = agent.reward_name
-        elif "reward" in settings:
-            settings["reward"] = str(settings["reward"])
+            # what the results report about the method is recorded when it is known (after fitting) and read back
+            # by a rerun that builds no agent
+            reward = getattr(agent, "reward_name", None) or (str(settings["reward"]) if "reward" in settings else None)
+            spent = record["seconds"].get("generate_and_annotate", 0.0) if record else 0.0  # before a resume
+            record = {"reward": reward, "seconds": {"fit": round(time.time() - t0, 1), "generate_and_annotate": spent}}
+            atomic_write_text(record_path, json.dumps(record))
+        if record["reward"] is not None:
+            settings["reward"] = record["reward"]
         generator = f"{cfg.policy}:{method}"
 
         if evaluator is None:  # built on first use: a resumed run with every annotation cached never loads it
@@ -200,7 +248,12 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
         ann, outputs[method], n_generated, n_ann_cached = _evaluate_through_env(
             agent, method, rows, keys, done, cache, mdir, cfg, data_dir, eval_reward,
             f"{cfg.annotator}@{evaluator_id}", progress)
-        t_eval = round(time.time() - t0, 1)
+        if n_generated or n_ann_cached < len(rows):  # this invocation generated or annotated: its time counts
+            record["seconds"]["generate_and_annotate"] = round(
+                record["seconds"]["generate_and_annotate"] + time.time() - t0, 1)
+            atomic_write_text(record_path, json.dumps(record))
+        this_run[method] = {"n_generated": n_generated, "n_generations_cached": n_cached,
+                            "n_annotations_cached": n_ann_cached, "seconds": round(time.time() - t0, 1)}
         out_rows = [{**r, "output": o} for r, o in zip(rows, outputs[method])]
         outputs_path = mdir / "model_outputs.json"
         atomic_write_text(outputs_path, json.dumps(to_alpaca_eval_layout(out_rows, generator), indent=1, ensure_ascii=False))
@@ -213,8 +266,7 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
         results.append(MethodResult(
             method=method, label=method_label(method, settings), reward=settings.get("reward"), metrics=metrics,
             vs_baseline=None, outputs_path=str(outputs_path), annotations_path=str(mdir / "annotations.json"),
-            n_generated=n_generated, n_generations_cached=n_cached, n_annotations_cached=n_ann_cached,
-            settings={**settings, "stages": stage_keys}, seconds={"fit": t_fit, "generate_and_annotate": t_eval},
+            settings={**settings, "stages": stage_keys}, seconds=dict(record["seconds"]),
         ))
 
     base = cfg.compare_to if cfg.compare_to in outputs else None
@@ -242,15 +294,74 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
         "compare_to": base,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "config": cfg.to_dict(),
-        "stage_seconds": pipeline.times,
+        "stage_seconds": pipeline.stage_seconds({{"reward": "reward_model"}.get(k, k) for r in results
+                                                 for k in r.settings.get("stages", {})}),
         "methods": [r.to_dict() for r in results],
     }
     out = json_safe(out)  # strict JSON: an undefined SE (n < 2) is null
     atomic_write_text(run_dir / "results.json", json.dumps(out, indent=2, default=str))
     atomic_write_text(run_dir / "results.md", report.markdown_table(out) + "\n")
+    atomic_write_text(run_dir / "last_run.json", json.dumps(this_run, indent=2))
     out["chart_path"] = report.bar_chart(out, run_dir / "results.png")
-    out["leaderboard_path"] = str(leaderboard.add_run(run_dir.parent, out))  # the runs root
+    # the runs root; a forced reuse of the run dir drops the rows of the run it replaced
+    out["leaderboard_path"] = str(leaderboard.add_run(run_dir.parent, out, replace_run_dir=replace_rows))
+    out["this_run"] = this_run
     return out
+
+
+def _method_key(cfg: BenchmarkConfig, pipeline: Pipeline, method: str, factory: Any
+                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str], str]:
+    """(agent kwargs, settings, stage keys, generation key) of a method: the key of its cached outputs and record."""
+    kwargs = _agent_kwargs(cfg, method, factory)
+    settings = {"policy": cfg.policy, **{k: v for k, v in kwargs.items() if k != "evaluator"}}
+    stage_keys = _stage_keys(pipeline, factory, cfg.methods[method])
+    gen_key = digest({"method": method, "agent": cfg.methods[method].get("agent", method), **settings,
+                      "stages": stage_keys})[:16]
+    return kwargs, settings, stage_keys, gen_key
+
+
+def describe_plan(cfg: BenchmarkConfig, run_dir: str | os.PathLike | None = None, data_dir: Any = None,
+                  force: bool = False) -> str:
+    """What :func:`run_benchmark` would do, after the same checks, without doing any of it: the run dir, the eval
+    instructions, each shared stage (built or reused) and each method (its settings and cached outputs)."""
+    from ..agents import AGENTS
+    from ..annotators import annotator_identity, with_data_dir
+
+    cfg.validate(f"config {cfg.name!r}")
+    if cfg.policy is None:
+        raise ConfigError(f"preset {cfg.name!r} needs a policy: pass --policy (e.g. the path of your SFT10k model)")
+    evaluator_id = annotator_identity(cfg.annotator, **with_data_dir(cfg.annotator, cfg.annotator_kwargs, data_dir))
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg, evaluator_id)
+    check_run_dir_owner(run_dir, cfg, force)
+    rows = eval_instructions(cfg, data_dir)
+    pipeline = Pipeline(cfg, run_dir, data_dir, progress=False, log=lambda m: None)
+    g = cfg.generation
+    lines = [f"run dir     {run_dir}{' (exists: resumes)' if (run_dir / 'config.json').is_file() else ' (new)'}",
+             f"policy      {cfg.policy}",
+             f"eval        {len(rows)} instructions, reference {cfg.reference}, evaluator {cfg.annotator}",
+             f"generation  {g.max_new_tokens} new tokens, temperature {g.temperature}, top_p {g.top_p}, "
+             f"batch {g.batch_size}"]
+    factories = {m: AGENTS.resolve(cfg.methods[m].get("agent", m)) for m in cfg.methods}
+    wanted = {s for m, f in factories.items() for s in pipeline.wanted(f, cfg.methods[m])}
+    stage_dirs = []
+    if wanted & {"policy", "output_dir", "preferences", "reward"}:
+        stage_dirs.append(("sft", pipeline.sft_dir(), "model/summary.json", cfg.stages.get("sft", {})))
+    if wanted & {"preferences", "reward"}:
+        stage_dirs.append(("preferences", pipeline.run_dir / "stages" / f"preferences-{pipeline.preferences_key()}",
+                           "stage.json", cfg.stages.get("preferences", {})))
+    if "reward" in wanted:
+        stage_dirs.append(("reward_model", pipeline.run_dir / "stages" / f"reward_model-{pipeline.reward_model_key()}",
+                           "model/summary.json", cfg.stages.get("reward_model", {})))
+    for name, folder, marker, fields in stage_dirs:
+        done = (folder / marker).is_file() or (name == "sft" and (folder / "summary.json").is_file())
+        lines.append(f"stage       {name:<26} {'reuse' if done else 'build'}  {folder.name}  {fields or '(defaults)'}")
+    for method, factory in factories.items():
+        _, settings, _, gen_key = _method_key(cfg, pipeline, method, factory)
+        cached = _read_generations(run_dir / method / "generations.jsonl")
+        n = sum(digest([gen_key, r["instruction"], r["input"]])[:32] in cached for r in rows)
+        given = {k: v for k, v in cfg.methods[method].items()}
+        lines.append(f"method      {method:<26} {n}/{len(rows)} outputs cached  {given or '(defaults)'}")
+    return "\n".join(lines)
 
 
 def _stage_keys(pipeline: Pipeline, factory: Any, given: dict[str, Any]) -> dict[str, str]:
@@ -306,14 +417,13 @@ def _evaluate_through_env(agent: Any, method: str, rows: list[dict[str, Any]], k
             observations = [{k: obs[k][j] for k in ("instruction", "input", "prompt")} for j in range(len(idx))]
             missing = [j for j, i in enumerate(idx) if keys[i] not in done]
             if missing:
-                texts = agent.respond([observations[j] for j in missing])
-                if len(texts) != len(missing):
-                    raise ValueError(f"agent {method!r} returned {len(texts)} responses for {len(missing)} observations")
+                texts = check_responses(agent.respond([observations[j] for j in missing]), method,
+                                        [rows[idx[j]] for j in missing])
                 for j, t in zip(missing, texts):
                     i = idx[j]
-                    done[keys[i]] = str(t)
+                    done[keys[i]] = t
                     f.write(json.dumps({"key": keys[i], "instruction": rows[i]["instruction"], "input": rows[i]["input"],
-                                        "output": str(t)}, ensure_ascii=False) + "\n")
+                                        "output": t}, ensure_ascii=False) + "\n")
                 f.flush()
                 os.fsync(f.fileno())  # a killed run keeps every finished batch
                 n_generated += len(missing)
@@ -336,6 +446,33 @@ def _evaluate_through_env(agent: Any, method: str, rows: list[dict[str, Any]], k
     if not todo:
         _write_rows(ann_path, [a for a in ann if a is not None])
     return [a for a in ann if a is not None], [done[k] for k in keys], n_generated, n_ann_cached
+
+
+def check_responses(texts: Any, method: str, rows: list[dict[str, Any]]) -> list[str]:
+    """What the env's ``step`` demands of an action, checked before anything is cached or scored: a list (or tuple)
+    of strings, one per observation. Raises :class:`AgentError` naming the agent and the first bad row."""
+    if not isinstance(texts, (list, tuple)):
+        raise AgentError(f"agent {method!r}: respond() returned {type(texts).__name__}, not a list of "
+                         f"{len(rows)} strings")
+    if len(texts) != len(rows):
+        raise AgentError(f"agent {method!r}: respond() returned {len(texts)} responses for {len(rows)} observations")
+    for t, r in zip(texts, rows):
+        if not isinstance(t, str):
+            raise AgentError(f"agent {method!r}: respond() returned {t!r} ({type(t).__name__}), not a string, for "
+                             f"eval row {r.get('row_index')} ({r['instruction'][:60]!r})")
+    return list(texts)
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A method's record (reward label, fit and generation seconds); None when missing or unreadable, in which case
+    the method is built and fitted again rather than reported without it."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(rec, dict) and isinstance(rec.get("seconds"), dict) and "reward" in rec:
+            return rec
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    return None
 
 
 def _read_generations(path: Path) -> dict[str, str]:

@@ -10,6 +10,7 @@ import importlib
 import logging
 import pkgutil
 import sys
+import traceback
 
 from ..errors import AlpacaFarmError
 
@@ -57,6 +58,48 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"alpaca-farm {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as e:
+        # raised in the user's own code (an agent, reward or annotator given by spec): theirs to fix, exit 2 with
+        # their frame named; raised in this package: a bug, with its traceback (exit 1)
+        frame = user_frame(e)
+        if frame is None or args.verbose:
+            raise
+        print(f"alpaca-farm {args.command}: error in your code at {frame.filename}:{frame.lineno} (in {frame.name}): "
+              f"{type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
+        return 2
+
+
+# third-party packages whose frames sit between the user's code and ours (they raise on what they are given)
+_LIBRARIES = ("torch", "transformers", "trl", "accelerate", "peft", "datasets", "tokenizers", "safetensors",
+              "huggingface_hub", "numpy", "scipy", "sklearn", "pandas", "gymnasium", "yaml", "tqdm", "matplotlib",
+              "sentence_transformers", "jinja2", "requests", "urllib3", "httpx", "openai", "filelock", "hypothesis",
+              "_pytest", "pytest", "pluggy")
+
+
+def user_frame(e: BaseException) -> "traceback.FrameSummary | None":
+    """The innermost traceback frame outside this package, the standard library and the libraries it runs on, when
+    that frame is deeper than every frame of this package: the error was raised in (or by what was called from) a
+    user's code. None otherwise."""
+    import sysconfig
+    import traceback
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent
+    stdlib = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib")}
+    found = None
+    for frame in traceback.extract_tb(e.__traceback__):
+        path = Path(frame.filename).resolve() if frame.filename and not frame.filename.startswith("<") else None
+        if path is not None and package in path.parents:
+            found = None  # ours again: a frame of ours deeper than the user's makes it ours
+            continue
+        if path is None:
+            continue
+        parts = set(path.parts)
+        if (any(root in path.parents for root in stdlib) and "site-packages" not in parts) or any(
+                lib in parts for lib in _LIBRARIES):
+            continue
+        found = frame
+    return found
 
 
 def _describe(e: BaseException) -> str:

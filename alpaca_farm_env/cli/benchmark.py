@@ -29,6 +29,10 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, help="override the preset's max new tokens")
     p.add_argument("--runs-root", help="where run dirs and leaderboard.json live (default: the preset's, 'runs')")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--dry-run", action="store_true", help="check everything, print the plan (stages to build or "
+                   "reuse, methods, sizes, cached outputs) and exit without any work")
+    p.add_argument("--force", action="store_true", help="reuse a run dir that holds another preset's run, replacing "
+                   "its results and leaderboard rows")
     p.add_argument("--json", action="store_true", help="print results.json on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -79,7 +83,13 @@ def run(args) -> int:
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
-    res = run_benchmark(cfg, run_dir=args.run_dir, data_dir=args.data_dir, progress=not args.no_progress)
+    if args.dry_run:
+        from ..benchmark.runner import describe_plan
+
+        print(describe_plan(cfg, run_dir=args.run_dir, data_dir=args.data_dir, force=args.force))
+        return 0
+    res = run_benchmark(cfg, run_dir=args.run_dir, data_dir=args.data_dir, progress=not args.no_progress,
+                        force=args.force)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

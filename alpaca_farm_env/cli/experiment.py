@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     o.add_argument("--policy", help="policy spec (default: the preset's)")
     o.add_argument("--n-eval", type=int, help="eval instructions (default: the preset's)")
     o.add_argument("--ns", default="1,2,4,8,16", help="best-of-n sizes, comma-separated (default 1,2,4,8,16)")
-    o.add_argument("--ppo-steps", type=int, help="PPO steps (default: the preset's methods.ppo.config.total_steps)")
+    o.add_argument("--ppo-steps", type=int, help="PPO steps (default: the preset's methods.ppo.config.total_steps; 0 traces best-of-n and "
+                        "the SFT point only)")
     o.add_argument("--ppo", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a PPOConfig field of the preset's methods.ppo.config (repeatable), e.g. "
                         "--ppo learning_rate=1e-4")
@@ -60,8 +61,8 @@ def run_overoptimization(args) -> int:
             raise ConfigError(f"--ppo takes FIELD=VALUE, got {item!r}")
         ppo[field.strip()] = _value(value)
     if args.ppo_steps is not None:
-        if args.ppo_steps < 1:
-            raise ConfigError(f"--ppo-steps must be >= 1, got {args.ppo_steps}")
+        if args.ppo_steps < 0:
+            raise ConfigError(f"--ppo-steps must be >= 0, got {args.ppo_steps}")
         ppo["total_steps"] = args.ppo_steps
     cfg.validate(f"preset {args.preset!r}")
     run_dir = args.run_dir or default_run_dir(

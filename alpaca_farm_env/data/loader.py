@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 
 from ..errors import DataFormatError, DataNotFoundError
 from ..preference import parse_preference  # noqa: F401  (re-exported: data.parse_preference)
-from ..utils import stable_hash
+from ..utils import clean_text, decode_error_text, stable_hash
 
 DATA_DIR_ENV = "ALPACA_FARM_DATA_DIR"
 HF_FARM = "tatsu-lab/alpaca_farm"
@@ -73,7 +74,9 @@ def read_records(
     unique: Sequence[str] | None = None,
     nonempty: Sequence[str] = ("instruction",),
 ) -> list[dict[str, Any]]:
-    """Read a JSON list of objects and validate it whole; raise :class:`DataFormatError` on the first problem."""
+    """Read a JSON list of objects and validate it whole; raise :class:`DataFormatError` on the first problem (a file
+    that is not UTF-8 names the byte offset of its first bad byte). A JSON escape of a lone surrogate (``"\\ud800"``)
+    is read as U+FFFD (:func:`~alpaca_farm_env.utils.clean_text`)."""
     path = Path(path)
     if path.is_dir():
         raise DataNotFoundError(f"{path}: is a directory, expected a JSON file")
@@ -82,7 +85,7 @@ def read_records(
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise DataFormatError(path, f"not UTF-8 text: {e}") from None
+        raise DataFormatError(path, decode_error_text(e)) from None
     except OSError as e:  # e.g. PermissionError: the file is there but this user cannot read it
         raise DataNotFoundError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
@@ -91,6 +94,8 @@ def read_records(
         raise DataFormatError(path, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     if not isinstance(data, list):
         raise DataFormatError(path, f"expected a JSON list of objects, got {type(data).__name__}")
+    if _SURROGATE_ESCAPE.search(text):
+        data = _clean_json(data)
     optional = optional or {}
     seen: dict[tuple, int] = {}
     for i, row in enumerate(data):
@@ -115,6 +120,22 @@ def read_records(
                 )
             seen[key] = i
     return data
+
+
+# a JSON escape of a surrogate ("\ud800"): valid JSON, but text that UTF-8 cannot encode once decoded
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _clean_json(value: Any) -> Any:
+    """Every string in a decoded JSON value through :func:`~alpaca_farm_env.utils.clean_text` (a lone surrogate
+    becomes U+FFFD), as the annotators would see it."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean_json(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean_json(k): _clean_json(v) for k, v in value.items()}
+    return value
 
 
 def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:

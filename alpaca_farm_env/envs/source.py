@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import data as _data
-from ..errors import TrainingOnTestSetWarning
+from ..errors import ConfigError, TrainingOnTestSetWarning
 from ..rewards import check_reward, make_reward, score_with_info
 from ..utils import digest
 
@@ -49,13 +49,17 @@ def load_rows(
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLIT_CHOICES)}")
     positions = list(range(len(raw)))
     if indices is not None:
+        if isinstance(indices, (str, bytes)) or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+                                                        for i in indices):
+            raise ConfigError(f"indices must be a sequence of integer row positions, got {indices!r}")
         positions = [int(i) for i in indices]
         bad = [i for i in positions if not 0 <= i < len(raw)]
         if bad:
             raise IndexError(f"indices {bad[:5]} out of range for split {split!r} with {len(raw)} rows")
     if max_examples is not None:
-        if max_examples < 1:
-            raise ValueError(f"max_examples must be >= 1, got {max_examples}")
+        if not isinstance(max_examples, int) or isinstance(max_examples, bool) or max_examples < 1:
+            raise ConfigError(f"max_examples must be an integer >= 1 (or None for all rows), got {max_examples!r} "
+                              f"({type(max_examples).__name__})")
         positions = positions[:max_examples]
     if not positions:
         raise ValueError(f"no examples selected from split {split!r} (indices={indices!r}, max_examples={max_examples})")

@@ -15,10 +15,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..annotators.base import Annotation, check_lengths
+from ..annotators.base import Annotation, check_lengths, clean_pairs
 from ..annotators.pool import AnnotatorPool
 from .answer_bank import REFERENCE, AnswerBank
-from ..utils import digest
+from ..utils import clean_text, digest
 from .coherence import GATE_PENALTY, GATE_VERSION, junk_scores
 from .lm_evidence import LM_TAG, shared_lm_evidence
 from .bank_heads import BankArtifact, bank_artifact_path, banked_features, get_bank_heads, load_bank
@@ -170,9 +170,10 @@ class DistilledJudge:
         exclude_texts: Sequence[Sequence[str]] | None = None,
     ) -> np.ndarray:
         """Per-output scores ``s(x, o) - GATE_PENALTY * junk(x, o)`` (float64): the head's score, less the coherence
-        gate's penalty (coherence.py); ``exclude_texts[i]``: banked answers output ``i`` must not see."""
-        instructions, outputs = list(instructions), list(outputs)
-        inputs = [x or "" for x in inputs]
+        gate's penalty (coherence.py); ``exclude_texts[i]``: banked answers output ``i`` must not see. Texts are
+        cleaned first, as in ``compare`` (:func:`~alpaca_farm_env.annotators.clean_pairs`)."""
+        instructions, outputs = [clean_text(t) for t in instructions], [clean_text(t) for t in outputs]
+        inputs = [clean_text(x) or "" for x in inputs]
         return self.head_scores(instructions, inputs, outputs, exclude_texts) - GATE_PENALTY * self.junk(
             instructions, inputs, outputs)
 
@@ -235,6 +236,7 @@ class DistilledJudge:
         n = check_lengths(instructions, inputs, outputs_1, outputs_2)
         if n == 0:
             return []
+        instructions, inputs, outputs_1, outputs_2 = clean_pairs(instructions, inputs, outputs_1, outputs_2)
         ex, hidden = None, [False] * n
         # the same exclusion for both outputs of a pair keeps the order symmetry exact
         if self.bank_holdout is True:

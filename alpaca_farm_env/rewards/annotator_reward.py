@@ -35,15 +35,21 @@ class AnnotatorReward(BaseReward):
         self.per_episode = per_episode  # False: ignore episode seeds (evaluation: alpaca_eval's instruction keys)
 
     @classmethod
-    def check_kwargs(cls, annotator: Any = "noisy_pooled", **_: Any) -> None:
-        """Resolve the annotator name without building the annotator (see ``check_reward``)."""
+    def check_kwargs(cls, annotator: Any = "noisy_pooled", seed: int = 0, use_probability: bool = False,
+                     data_dir: Any = None, per_episode: bool = True, **annotator_kwargs: Any) -> None:
+        """Resolve the annotator name and check the keyword arguments its factory takes, without building it (see
+        ``check_reward``)."""
         from ..annotators import ANNOTATORS
         from ..registry import UnknownSpecError
+        from ..validation import check_call
 
         try:
-            ANNOTATORS.resolve(annotator)
+            target = ANNOTATORS.resolve(annotator)
         except UnknownSpecError as e:
             raise UnknownSpecError(f"reward_kwargs['annotator']: {e}") from None
+        if isinstance(annotator, str):
+            check_call(target, annotator_kwargs, f"reward 'annotator' with annotator {annotator!r}",
+                       prefix="reward_kwargs.", what=f"annotator {annotator!r}")
 
     def score_with_info(self, prompts, responses, **row):
         n = len(responses)

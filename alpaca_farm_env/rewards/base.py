@@ -82,7 +82,11 @@ def check_reward(spec: Any, **kwargs: Any) -> None:
     """Fail now on a spec that cannot be built, without building it (a reward model or an annotator loads lazily):
     an unknown name or ``"module:attr"`` raises :class:`~alpaca_farm_env.registry.UnknownSpecError`, and a backend
     class may check its keyword arguments in a ``check_kwargs`` classmethod (e.g. the annotator name)."""
+    from ..validation import check_call
+
     target = REWARDS.resolve(spec)
+    if isinstance(target, type):  # the keyword arguments the backend's constructor takes, by name and type
+        check_call(target, kwargs, f"reward {spec!r}", prefix="reward_kwargs.", what=f"reward {spec!r}")
     check = getattr(target, "check_kwargs", None) if isinstance(target, type) else None
     if check is not None:
         check(**kwargs)

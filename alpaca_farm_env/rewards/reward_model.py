@@ -53,7 +53,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from .base import BaseReward, register_reward
 
@@ -143,10 +143,13 @@ class RewardModelReward(BaseReward):
 
     @_no_grad
     def score_texts(self, texts: Sequence[str]) -> list[float]:
-        """Rewards for full texts (prompt and response already concatenated)."""
+        """Rewards for full texts (prompt and response already concatenated). A surrogate, which the tokenizer cannot
+        encode, is scored as :func:`~alpaca_farm_env.utils.clean_text` resolves it (U+FFFD for a lone one)."""
+        from ..utils import clean_text
+
         model, tokenizer = _load(self.model_name_or_path, self.dtype, self.device)
         out: list[float] = []
-        texts = list(texts)
+        texts = [clean_text(t) for t in texts]
         # never past the model's positions (an encoder such as MiniLM has 512)
         max_length = min(self.max_length, int(getattr(model.config, "max_position_embeddings", None) or self.max_length))
         for start in range(0, len(texts), self.batch_size):
@@ -200,6 +203,9 @@ class RewardModelTrainingConfig:
     """Defaults from AlpacaFarm's ``examples/scripts/reward_modeling.sh`` (tatsu-lab/alpaca_farm): 1 epoch, lr 3e-6,
     no weight decay, 3% warmup, cosine schedule, max length 512, seed 42, effective batch 16 (8 GPUs x 1 x 2 accum.),
     500 held-out pairs split with seed 42. Tiny CPU models need a much larger ``learning_rate`` to move at all."""
+
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {"n_eval": (0, None)}  # 0: no held-out pairs
+
 
     model_max_length: int = 512
     num_train_epochs: float = 1.0
