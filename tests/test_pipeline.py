@@ -122,4 +122,4 @@ def test_overoptimization_experiment_writes_both_curves(tmp_path, capsys):
                  "--ns", "0,2"]) == 2
     assert main(["experiment", "overoptimization", "--preset", str(preset), "--run-dir", str(run_dir),
                  "--ppo", "learning_rat=1e-4"]) == 2
-    assert "unknown PPO settings ['learning_rat']" in capsys.readouterr().err
+    assert "unknown key 'ppo.learning_rat' (did you mean 'learning_rate'?)" in capsys.readouterr().err
