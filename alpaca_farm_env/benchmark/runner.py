@@ -8,7 +8,9 @@ Run directory (default ``<runs_root>/<preset>-<config digest>``, so re-running t
     <method>/model_outputs.json      outputs in the alpaca_eval layout (instruction, output, generator, dataset)
     <method>/annotations.json        evaluator annotations vs Davinci003 (alpaca_eval layout; also the cache)
     <method>/annotations_vs_<m>.json evaluator annotations vs method <m>'s outputs (tiny: vs sft)
-    results.json, results.md, results.png
+    <method>/record-<key>.json       the method's reward label and fit / generation seconds, as first measured
+    results.json, results.md, results.png   a function of the run: a cached rerun writes the same (but `created`)
+    last_run.json                    what the last invocation did: outputs generated, caches read, seconds
 
 Every run's rows are also upserted into ``<runs_root>/leaderboard.json`` (see ``leaderboard.py``).
 """
