@@ -17,7 +17,7 @@ __all__ = [
 
 
 # The agents (every method's trainer) and the rewards (the reward model) import torch, ~1 s: they load on first use
-# of these names, not on import (issue 12). Making an env imports the rewards it needs.
+# of these names, not on import (docs/performance.md). Making an env imports the rewards it needs.
 _LAZY = {"list_agents": "agents", "make_agent": "agents", "register_agent": "agents",
          "as_trl_reward_func": "rewards", "list_rewards": "rewards", "make_reward": "rewards",
          "register_reward": "rewards"}

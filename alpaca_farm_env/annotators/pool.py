@@ -250,7 +250,7 @@ def _run_coro(coro):
     """Run a coroutine from sync code on the process's persistent annotation loop (a daemon thread), also when
     called inside a running event loop (e.g. a notebook). One loop for the whole process lets an API backend keep its
     client and open connections from one call to the next (a new loop per call meant a new client, new TLS
-    handshakes and new connections every time: issue 12, P5)."""
+    handshakes and new connections every time; docs/performance.md, P5)."""
     import concurrent.futures
 
     loop = _annotation_loop()

@@ -38,7 +38,7 @@ BANK_FEATURES = (
     "knn_label_t0.05", "knn_label_t0.2", "winner_minus_loser_sim", "top3_label", "mean_sim", "reference_sim",
     "bank_win_rate", "log_words_vs_winners", "log_words_vs_losers", "log_words_vs_bank",
     # support of the output's parts: each chunk (sentences of >= 6 words) is compared with the banked answers; a
-    # chunk that no other answer says anything like is filler, off-topic or made up (issue 9)
+    # chunk that no other answer says anything like is filler, off-topic or made up
     "chunk_support_mean", "chunk_support_min", "unsupported_share",
 )
 CHUNK_WORDS = 6
