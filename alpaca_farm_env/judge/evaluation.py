@@ -29,8 +29,8 @@ from .features import MiniLMEncoder, full_prompt, hand_features
 from .heads import feature_scale, fit_bt_head, pair_features
 from .training_data import labels, load_training_pairs, with_synthetic
 
-MID_RANGE = (20.0, 60.0)  # GPT-4 win-rates where length alone is a poor judge (issue 3 target)
-# Issue 9, item 4: the judge on instructions it has never seen (points of agreement over "longer wins"; Spearman over
+MID_RANGE = (20.0, 60.0)  # GPT-4 win-rates where length alone is a poor judge
+# The judge on instructions it has never seen (points of agreement over "longer wins"; Spearman over
 # the annotated models' win-rates).
 UNSEEN_TARGETS = {"agreement_over_longer": 3.0, "agreement_mid_over_longer": 5.0, "spearman": 0.9}
 

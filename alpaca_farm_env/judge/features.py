@@ -220,7 +220,7 @@ HAND_FEATURES = (
     "list_items", "headers", "bold", "code_block", "refusal", "refusal_start", "ends_with_punct", "unique_word_ratio",
     "repeated_lines", "instr_overlap", "echo_instruction", "non_ascii", "question_marks", "empty",
     "log_words_x_log_instr_words", "repeated_trigrams", "template_markers", "ends_mid_sentence",
-    # degeneracy (issue 9): how much information the text carries, whether it is language, whether it is about the
+    # degeneracy: how much information the text carries, whether it is language, whether it is about the
     # instruction or copied from it, hollow structure
     "redundancy", "log_info_chars", "log_unique_words", "stopword_excess", "low_stopwords", "oov_ratio",
     "alpha_ratio", "content_overlap", "copied_from_prompt", "content_from_prompt", "bare_list_items",
@@ -264,7 +264,7 @@ def hand_features(instruction: str, output: str) -> np.ndarray:
     instr_words = set(_WORD_RE.findall(instruction.lower()))
     lines = [ln.strip() for ln in o.splitlines() if ln.strip()]
     # the length features count content words only: repeated sentences, bare list items and sentences that are not
-    # English (lorem ipsum, random letters) earn no length credit (issue 9; for a normal answer nc == nw)
+    # English (lorem ipsum, random letters) earn no length credit (for a normal answer nc == nw)
     nc = content_word_count(o)
     lw = math.log1p(nc)
     head = o.strip()[:200]

@@ -1,7 +1,7 @@
 """The judge's sentence encoder, all-MiniLM-L6-v2, as a short torch forward pass (no transformers).
 
 Why not ``transformers.AutoModel``: the judge scores the first env step of every new process, and importing
-transformers' BERT module costs ~2.5 s on 2 CPU cores on top of torch's ~1.1 s (issue 12, P3), far more than the
+transformers' BERT module costs ~2.5 s on 2 CPU cores on top of torch's ~1.1 s (docs/performance.md, P3), far more than the
 encoding itself (a few texts of at most 128 word pieces). The model is small (6 layers x 384, 22M parameters), so its
 forward pass is a few lines of torch; the weights are read from the package's ``model.safetensors`` and the word
 pieces come from its ``tokenizer.json`` through the ``tokenizers`` library: the files ``AutoTokenizer`` /

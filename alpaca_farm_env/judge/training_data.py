@@ -67,7 +67,7 @@ TRAINING_DATA_VERSION = 2
 
 SYNTHETIC_KINDS = (
     "mismatched", "truncated", "repetitive", "template_echo", "near_empty",
-    # wider kinds (issue 9), again built from the annotated model's own answers and the instruction; the held-out
+    # wider kinds, again built from the annotated model's own answers and the instruction; the held-out
     # evaluation suite (judge/degenerate.py) uses other generators, phrase lists and hash tags, never these
     "pseudo_words", "hollow_list", "boilerplate", "padded", "scrambled", "restated", "keyword_soup",
 )

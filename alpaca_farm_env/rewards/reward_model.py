@@ -66,7 +66,7 @@ _LOCK = threading.Lock()
 
 def _no_grad(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``torch.no_grad()`` that imports torch on the first call: importing this module (which registers the backend)
-    must not import torch, or every ``gym.make("AlpacaFarm-v0")`` pays for it (issue 12, P3)."""
+    must not import torch, or every ``gym.make("AlpacaFarm-v0")`` pays for it (docs/performance.md, P3)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
