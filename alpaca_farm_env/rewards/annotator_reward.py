@@ -16,12 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..utils import stable_hash
-from .base import BaseReward, register_reward
+from .base import JUDGES_PAIRS, SCORES_TEXT, BaseReward, register_reward
 
 
 @register_reward("annotator")
 class AnnotatorReward(BaseReward):
     name = "annotator"
+    capabilities = frozenset({SCORES_TEXT, JUDGES_PAIRS})
 
     def __init__(self, annotator: Any = "noisy_pooled", seed: int = 0, use_probability: bool = False,
                  data_dir: Any = None, per_episode: bool = True, **annotator_kwargs: Any):

@@ -8,7 +8,7 @@ policy and the reward model may use different tokenizers. A backend may also ret
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, ClassVar, Protocol, Sequence, runtime_checkable
 
 from ..registry import Registry
 
@@ -20,10 +20,17 @@ class RewardBackend(Protocol):
     def score(self, prompts: Sequence[str], responses: Sequence[str], **row: Sequence[Any]) -> list[float]: ...
 
 
+SCORES_TEXT = "scores_text"  # score(prompts, responses, **row) on text (every backend)
+SHARES_TRUNK = "shares_trunk"  # holds ``model`` (a transformer with a trunk) and ``tokenizer`` PPO may share
+JUDGES_PAIRS = "judges_pairs"  # an annotator turned into a reward (``annotator``): compared by judgment identity
+
+
 class BaseReward(ABC):
-    """Convenience base: subclasses implement ``score``; ``score_with_info`` adds no details unless overridden."""
+    """Convenience base: subclasses implement ``score``; ``score_with_info`` adds no details unless overridden.
+    ``capabilities`` declares what else the backend offers (see :func:`capabilities_of`)."""
 
     name = "reward"
+    capabilities: ClassVar[frozenset[str]] = frozenset({SCORES_TEXT})
 
     @abstractmethod
     def score(self, prompts: Sequence[str], responses: Sequence[str], **row: Sequence[Any]) -> list[float]:
@@ -58,6 +65,13 @@ def score_with_info(backend: RewardBackend, prompts, responses, **row) -> tuple[
         return backend.score_with_info(prompts, responses, **row)
     scores = [float(s) for s in backend.score(prompts, responses, **row)]
     return scores, [{"score": s} for s in scores]
+
+
+def capabilities_of(reward: Any) -> frozenset[str]:
+    """What a backend, a backend class or a registered spec declares in ``capabilities``; a backend that declares
+    nothing scores text and nothing more."""
+    target = REWARDS.resolve(reward) if isinstance(reward, str) else reward
+    return frozenset(getattr(target, "capabilities", None) or {SCORES_TEXT})
 
 
 REWARDS: Registry[RewardBackend] = Registry(

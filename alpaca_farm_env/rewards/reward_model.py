@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
-from .base import BaseReward, register_reward
+from .base import SCORES_TEXT, SHARES_TRUNK, BaseReward, register_reward
 
 if TYPE_CHECKING:
     import torch
@@ -111,6 +111,7 @@ class RewardModelReward(BaseReward):
     """Scores ``prompt + response`` with a scalar-head model; ``prompts`` are already formatted prompts."""
 
     name = "reward_model"
+    capabilities = frozenset({SCORES_TEXT, SHARES_TRUNK})  # ``model`` / ``tokenizer``: PPO's value model may share the trunk
 
     def __init__(
         self,
