@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 from ..rewards.annotator_reward import reward_is_evaluator
 from .base import register_agent
+from .common import reward_of_stage  # noqa: F401  (re-exported: callers import it from here)
 from .sft import SFTAgent, prompts_of
 
 
@@ -34,14 +35,6 @@ class BestOfNConfig:
     max_new_tokens: int = 300
     batch_size: int = 8  # prompts per generate call
     seed: int = 0
-
-
-def reward_of_stage(stage: Any) -> tuple[Any, dict[str, Any]]:
-    """``(spec, kwargs)`` of a ``reward`` stage product: ``{"reward": ..., "reward_kwargs": {...}}``, or a plain spec
-    (a registered name, a backend instance)."""
-    if isinstance(stage, Mapping) and "reward" in stage:
-        return stage["reward"], dict(stage.get("reward_kwargs") or {})
-    return stage, {}
 
 
 @register_agent("best_of_n")

@@ -37,7 +37,8 @@ from typing import Any, ClassVar, Mapping
 from ..rewards.annotator_reward import reward_is_evaluator
 from ..utils import digest
 from .base import register_agent
-from .best_of_n import BestOfNAgent, BestOfNConfig, reward_of_stage
+from .best_of_n import BestOfNAgent, BestOfNConfig
+from .common import reward_of_stage
 from .sft import SFTAgent
 from .sft_loop import SFTConfig, train_sft
 

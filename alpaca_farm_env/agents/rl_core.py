@@ -485,7 +485,7 @@ class RLAgentBase(SFTAgent, abc.ABC):
     # -- reward ---------------------------------------------------------------------------------------------------
     def _resolve_reward(self, env: Any, stage: Any) -> tuple[Any, dict[str, Any]]:
         from ..rewards.annotator_reward import reward_is_evaluator
-        from .best_of_n import reward_of_stage
+        from .common import reward_of_stage
 
         if self.reward_override is not None:
             spec, kwargs = self.reward_override

@@ -51,7 +51,8 @@ def run_overoptimization(
     preset's ``methods.ppo.config`` by default) every ``eval_every`` steps, on ``cfg.n_eval`` eval instructions, against
     the pipeline's reward model. Returns ``{"points": [...], "csv": path, "png": path, "peaks": {...}}``."""
     from ..agents import make_agent
-    from ..agents.best_of_n import BestOfNConfig, reward_of_stage
+    from ..agents.best_of_n import BestOfNConfig
+    from ..agents.common import reward_of_stage
     from ..annotators import with_data_dir
     from . import report
 
