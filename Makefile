@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 PRESET ?= tiny
 DEMO_ARGS ?=
 
-.PHONY: demo test venv clean benchmarks bench
+.PHONY: demo test test-fast venv clean benchmarks bench
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -34,7 +34,11 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
-# issue 12: every benchmarks/bench_p*.py, figures beside their targets in benchmarks/RESULTS.md (~15 min on 2 cores);
+# everything but the end-to-end tests marked slow (under 2 minutes on 2 cores)
+test-fast: venv
+	$(PY) -m pytest -q -rs -m "not slow" $(PYTEST_ARGS)
+
+# every benchmarks/bench_p*.py, figures beside their targets in benchmarks/RESULTS.md (~15 min on 2 cores);
 # BENCH_ARGS=--quick for tiny development sizes
 BENCH_ARGS ?=
 bench: venv
