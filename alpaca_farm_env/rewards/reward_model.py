@@ -261,21 +261,10 @@ def held_out_split(n: int, n_eval: int, seed: int = 42) -> tuple[list[int], list
     return list(train.indices), list(held.indices)
 
 
-def weights_fingerprint(model: Any) -> str:
-    """A cheap digest of a model's weights (sum and absolute sum per tensor): tells trained weights apart."""
-    import torch
-
-    from ..utils import digest
-
-    with torch.no_grad():
-        return digest([[n, float(p.double().sum()), float(p.double().abs().sum())]
-                       for n, p in model.state_dict().items() if p.is_floating_point()])[:16]
-
-
 def _resolve_backbone(backbone: Any) -> tuple[Any, str]:
     """``(what to load, identity)``: a Policy or a folder / hub id, and a string naming it (the policy's weights
     fingerprint, the folder's resolved path), cheap to compute (nothing loaded but a preset policy)."""
-    from ..models import Policy
+    from ..models import Policy, weights_fingerprint
     from ..models.presets import POLICIES, load_policy
 
     if isinstance(backbone, str) and backbone == MINILM:
