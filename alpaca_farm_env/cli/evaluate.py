@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +153,7 @@ def evaluate(
     once; everything else is reported (``extra``, ``n_off_reference``, ``n_duplicates``) and left out. Raises
     :class:`EvaluationError` when nothing is left to evaluate or the inputs contradict each other.
     """
-    from ..benchmark.evaluation import annotate_pairs, match_outputs
-    from ..data import load_annotations_file, load_eval_set, load_model_outputs
+    from ..data import load_model_outputs
     from ..metrics import win_rate
 
     if not model_outputs and not annotations:
@@ -163,86 +163,30 @@ def evaluate(
     if not annotations:
         _check_annotator_name(annotator or DEFAULT_ANNOTATOR)  # a typo fails before any file is read
     outputs = load_model_outputs(model_outputs, data_dir) if model_outputs else None
-    result: dict[str, Any] = {}
     if annotations:
-        rows = load_annotations_file(annotations)
-        if not rows:
-            raise EvaluationError(f"{annotations}: no annotation rows, nothing to evaluate")
-        out1 = {(r["instruction"], r["input"]): r["output_1"] for r in rows}
-        detected, counts = _detect_reference(out1, data_dir)
-        ref = reference or detected
-        if counts[ref] == 0:
-            raise EvaluationError(
-                f"{annotations}: output_1 is the {ref!r} Davinci003 output in none of its {len(rows)} rows (exact "
-                f"matches per reference: {counts}); these are not judgments against Davinci003"
-                + ("" if reference else " or of eval-set instructions"))
-        eval_rows = load_eval_set(ref, data_dir)
-        selected, extra, off_ref, dups, missing = _select_annotations(rows, eval_rows, annotations, ref)
-        if off_ref:
-            _warn(f"{len(off_ref)} of {len(rows)} rows have an output_1 that is not the {ref!r} Davinci003 reference "
-                  f"(not evaluated; exact matches per reference: {counts})")
-        if dups:
-            _warn(f"{len(dups)} rows repeat an earlier row of the same instruction (counted once)")
-        if outputs is not None:
-            _check_model_outputs(selected, eval_rows, outputs, annotations, model_outputs)
-        rows = [r for _, r in selected]
-        names = sorted({str(r.get("annotator")) for r in rows if r.get("annotator")})
-        result["annotator"] = ",".join(names) if names else "stored"
-        result["reference_matches"] = counts
-        result["n_off_reference"] = len(off_ref)
-        result["n_duplicates"] = len(dups)
-        annotations_path = str(Path(annotations).resolve())
+        ev = _from_annotations(annotations, reference, data_dir, outputs, model_outputs)
     else:
-        from ..annotators import ANNOTATORS, annotator_identity, make_annotator, with_data_dir
-
-        spec = annotator or DEFAULT_ANNOTATOR
-        ref = reference or "alpacafarm"
-        match = match_outputs(outputs, load_eval_set(ref, data_dir))
-        if not match.pairs:
-            raise EvaluationError(f"{model_outputs}: none of its {len(outputs)} rows is an instruction of the {ref!r} "
-                                  "eval set; nothing to evaluate")
-        ann_kwargs = with_data_dir(spec, {}, data_dir)
-        identity = annotator_identity(spec, **ann_kwargs)  # keys the cache: another judge never reuses it
-        # annotate_pairs shows the progress; an annotator's own bar (the OpenAI pool's) would print a second one
-        quiet = {"show_progress": False} if accepts_kwarg(ANNOTATORS.resolve(spec), "show_progress") else {}
-        ann = make_annotator(spec, **ann_kwargs, **quiet)
-        name = _name_of(model_outputs, outputs)
-        out_dir = Path(output_dir) if output_dir else Path("alpaca_farm_eval") / name
-        ann_name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(getattr(ann, "name", spec)))
-        # the model's name and which outputs file: two models evaluated into one --output-dir never share a cache
-        source = digest(str(_outputs_file(model_outputs, data_dir)))[:8]
-        cache = out_dir / f"annotations_{name}-{source}_{ref}_{ann_name}-{identity[:8]}.json"
-        rows, n_cached = annotate_pairs(ann, match.pairs, cache_path=cache, annotator_id=f"{spec}@{identity}",
-                                        seed=seed, progress=progress, desc=f"annotate ({ann_name})")
-        result["annotator_identity"] = identity
-        n_hidden = sum(bool(r.get("bank_hidden")) for r in rows)
-        if n_hidden:
-            _warn(f"{n_hidden} outputs are GPT-4-labelled answers in the judge's answer bank (e.g. a model whose "
-                  "AlpacaEval annotations the data dir holds); they were hidden from the bank, so GPT-4's verdicts "
-                  "were not read back")
-        result["n_bank_hidden"] = n_hidden
-        result["annotator"] = str(getattr(ann, "name", spec))
-        result["n_from_cache"] = n_cached
-        extra, missing = match.extra, match.missing
-        annotations_path = str(cache.resolve())
+        ev = _annotate_outputs(model_outputs, outputs, annotator or DEFAULT_ANNOTATOR, reference or "alpacafarm",
+                               data_dir, output_dir, seed, progress)
+    rows, missing, extra = ev.rows, ev.missing, ev.extra
     metrics = win_rate([r["preference"] for r in rows], [r["output_2"] for r in rows])
     if missing:
         _warn(f"{len(missing)} eval instructions have no model output (not evaluated), e.g. "
               f"{missing[0]['instruction'][:60]!r}")
     if extra:
-        _warn(f"{len(extra)} rows are not in the {ref!r} eval set (not evaluated), e.g. "
+        _warn(f"{len(extra)} rows are not in the {ev.reference!r} eval set (not evaluated), e.g. "
               f"{extra[0]['instruction'][:60]!r}")
     n_rows = len(rows)
     if metrics["n_total"] == 0:
         raise EvaluationError(f"all {n_rows} evaluated pairs are unlabeled (no parseable preference); no win-rate "
-                              f"(annotations: {annotations_path})")
+                              f"(annotations: {ev.annotations_path})")
     if metrics["n_total"] < n_rows:
         _warn(f"{n_rows - metrics['n_total']} of {n_rows} pairs are unlabeled and not counted in n_total")
-    result = {
+    return {
         **metrics,
-        **result,
-        "reference": ref,
-        "annotations_path": annotations_path,
+        **ev.info,
+        "reference": ev.reference,
+        "annotations_path": ev.annotations_path,
         "model_outputs_path": str(Path(model_outputs).resolve()) if model_outputs and Path(model_outputs).exists() else model_outputs,
         "n_unlabeled": n_rows - metrics["n_total"],
         "n_missing": len(missing),
@@ -250,7 +194,85 @@ def evaluate(
         "missing": [_row_id(r) for r in missing],
         "extra": [_row_id(r) for r in extra],
     }
-    return result
+
+
+@dataclass
+class _Evaluated:
+    """The judged rows that enter the win-rate, what was left out, and what the report says about their source."""
+
+    rows: list[dict[str, Any]]
+    reference: str
+    missing: list[dict[str, Any]]  # eval rows without a judged output
+    extra: list[dict[str, Any]]  # rows that are not eval instructions
+    annotations_path: str
+    info: dict[str, Any] = field(default_factory=dict)  # annotator name and source-specific counts
+
+
+def _from_annotations(annotations: str, reference: str | None, data_dir, outputs, model_outputs) -> _Evaluated:
+    """Stored judgments (``--annotations``): one row per eval instruction, against the Davinci003 reference that
+    output_1 is (``reference``, else the one detected)."""
+    from ..data import load_annotations_file, load_eval_set
+
+    rows = load_annotations_file(annotations)
+    if not rows:
+        raise EvaluationError(f"{annotations}: no annotation rows, nothing to evaluate")
+    out1 = {(r["instruction"], r["input"]): r["output_1"] for r in rows}
+    detected, counts = _detect_reference(out1, data_dir)
+    ref = reference or detected
+    if counts[ref] == 0:
+        raise EvaluationError(
+            f"{annotations}: output_1 is the {ref!r} Davinci003 output in none of its {len(rows)} rows (exact "
+            f"matches per reference: {counts}); these are not judgments against Davinci003"
+            + ("" if reference else " or of eval-set instructions"))
+    eval_rows = load_eval_set(ref, data_dir)
+    selected, extra, off_ref, dups, missing = _select_annotations(rows, eval_rows, annotations, ref)
+    if off_ref:
+        _warn(f"{len(off_ref)} of {len(rows)} rows have an output_1 that is not the {ref!r} Davinci003 reference "
+              f"(not evaluated; exact matches per reference: {counts})")
+    if dups:
+        _warn(f"{len(dups)} rows repeat an earlier row of the same instruction (counted once)")
+    if outputs is not None:
+        _check_model_outputs(selected, eval_rows, outputs, annotations, model_outputs)
+    rows = [r for _, r in selected]
+    names = sorted({str(r.get("annotator")) for r in rows if r.get("annotator")})
+    info = {"annotator": ",".join(names) if names else "stored", "reference_matches": counts,
+            "n_off_reference": len(off_ref), "n_duplicates": len(dups)}
+    return _Evaluated(rows, ref, missing, extra, str(Path(annotations).resolve()), info)
+
+
+def _annotate_outputs(model_outputs: str, outputs, spec: Any, ref: str, data_dir, output_dir, seed: int,
+                      progress: bool) -> _Evaluated:
+    """``--model-outputs`` judged by the annotator ``spec`` against the ``ref`` Davinci003 outputs, through a cache
+    file under ``output_dir`` keyed by the model, its outputs file, the reference and the annotator's identity."""
+    from ..annotators import ANNOTATORS, annotator_identity, make_annotator, with_data_dir
+    from ..benchmark.evaluation import annotate_pairs, match_outputs
+    from ..data import load_eval_set
+
+    match = match_outputs(outputs, load_eval_set(ref, data_dir))
+    if not match.pairs:
+        raise EvaluationError(f"{model_outputs}: none of its {len(outputs)} rows is an instruction of the {ref!r} "
+                              "eval set; nothing to evaluate")
+    ann_kwargs = with_data_dir(spec, {}, data_dir)
+    identity = annotator_identity(spec, **ann_kwargs)  # keys the cache: another judge never reuses it
+    # annotate_pairs shows the progress; an annotator's own bar (the OpenAI pool's) would print a second one
+    quiet = {"show_progress": False} if accepts_kwarg(ANNOTATORS.resolve(spec), "show_progress") else {}
+    ann = make_annotator(spec, **ann_kwargs, **quiet)
+    name = _name_of(model_outputs, outputs)
+    out_dir = Path(output_dir) if output_dir else Path("alpaca_farm_eval") / name
+    ann_name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(getattr(ann, "name", spec)))
+    # the model's name and which outputs file: two models evaluated into one --output-dir never share a cache
+    source = digest(str(_outputs_file(model_outputs, data_dir)))[:8]
+    cache = out_dir / f"annotations_{name}-{source}_{ref}_{ann_name}-{identity[:8]}.json"
+    rows, n_cached = annotate_pairs(ann, match.pairs, cache_path=cache, annotator_id=f"{spec}@{identity}",
+                                    seed=seed, progress=progress, desc=f"annotate ({ann_name})")
+    n_hidden = sum(bool(r.get("bank_hidden")) for r in rows)
+    if n_hidden:
+        _warn(f"{n_hidden} outputs are GPT-4-labelled answers in the judge's answer bank (e.g. a model whose "
+              "AlpacaEval annotations the data dir holds); they were hidden from the bank, so GPT-4's verdicts "
+              "were not read back")
+    info = {"annotator_identity": identity, "n_bank_hidden": n_hidden, "annotator": str(getattr(ann, "name", spec)),
+            "n_from_cache": n_cached}
+    return _Evaluated(rows, ref, match.missing, match.extra, str(cache.resolve()), info)
 
 
 def _check_annotator_name(spec: Any) -> None:
