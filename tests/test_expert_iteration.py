@@ -58,6 +58,8 @@ def test_declarations_and_defaults():
     assert cfg.sft.per_device_batch_size * cfg.sft.gradient_accumulation_steps == 128
     agent = make_agent("expert_iteration")
     assert (agent.temperature, agent.top_p, agent.max_new_tokens) == (0.7, 1.0, 300)  # the benchmark's sampling
+    assert agent.describe()["reward"] is None  # no reward before fit, none given to the constructor
+    assert make_agent("expert_iteration", reward="length").describe()["reward"] == "length"
     with pytest.raises(RuntimeError, match="fit"):
         agent.respond([{"instruction": "Say hi.", "input": ""}])
     with pytest.raises(ValueError, match="evaluator"):
@@ -91,6 +93,7 @@ def test_winners_are_the_reward_argmax_and_sft_lowers_the_loss(envs, reward_stag
     # the stage's policy itself is untouched (other methods share it); the agent answers with the trained copy
     assert all(torch.equal(before[k], v) for k, v in start.model.state_dict().items())
     assert agent.policy is not start and (tmp_path / "ei" / "sft" / "model").is_dir()
+    assert agent.describe()["reward"] == agent.reward_name == "reward_model:tiny-rm"  # the benchmark's row label
     answers = agent.respond([{"instruction": d["instruction"], "input": d["input"]} for d in demos[:2]])
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
 
@@ -105,6 +108,7 @@ def test_resumes_from_output_dir(envs, reward_stage, tmp_path):
     mtime = path.stat().st_mtime_ns
     again, _ = _fit(envs, reward_stage, out)
     assert path.stat().st_mtime_ns == mtime and again.sft_summary == agent.sft_summary
+    assert again.describe()["reward"] == agent.describe()["reward"] == "reward_model:tiny-rm"  # nothing scored, same
 
     # killed after the first batch of 3 prompts (plus a torn line) and before SFT: the rest is sampled, then SFT runs
     lines = full.splitlines(keepends=True)
@@ -134,6 +138,7 @@ def test_best_of_n_takes_the_reward_stage_and_the_override_wins(reward_stage):
     agent.fit({}, policy=policy, reward=reward_stage)
     out = agent.respond(obs)
     assert agent.policy is policy and agent.reward_name == "reward_model:tiny-rm"
+    assert agent.describe()["reward"] == "reward_model:tiny-rm"
     for o, cands, sc in zip(out, agent.last_candidates, agent.last_scores):
         assert o == cands[max(range(3), key=lambda j: (sc[j], -j))]
     # reward= in the constructor overrides the stage (e.g. length, as the tiny preset)
@@ -147,3 +152,38 @@ def test_best_of_n_takes_the_reward_stage_and_the_override_wins(reward_stage):
                                                                      "reward_kwargs": {"annotator": "longer"}})
     cfg = BestOfNAgent(policy=policy)
     assert (cfg.n, cfg.temperature, cfg.top_p, cfg.max_new_tokens) == (16, 1.0, 0.9, 300)
+
+
+def test_an_evaluator_assigned_after_construction_is_honoured(tmp_path):
+    """The benchmark assigns ``evaluator`` after construction: best-of-n checks it again in ``fit`` and before every
+    reranking, expert iteration in ``fit``, so a reward that judges like the evaluator is refused either way."""
+    policy = load_policy("tiny-llama")
+    obs = [{"instruction": "Say hi.", "input": ""}]
+    judge = {"reward": "annotator", "reward_kwargs": {"annotator": "longer"}}
+
+    by_constructor = BestOfNAgent(policy=policy, n=2, max_new_tokens=4, reward=judge["reward"],
+                                  reward_kwargs=judge["reward_kwargs"])  # no evaluator yet: accepted
+    by_constructor.evaluator = "longer"
+    with pytest.raises(ValueError, match="evaluator"):
+        by_constructor.fit({}, policy=policy)
+    with pytest.raises(ValueError, match="evaluator"):
+        by_constructor.respond(obs)
+    assert by_constructor.n_generate_calls == 0  # refused before sampling
+
+    by_stage = BestOfNAgent(policy=policy, n=2, max_new_tokens=4)
+    by_stage.fit({}, policy=policy, reward=judge)  # no evaluator yet: accepted
+    by_stage.evaluator = "longer"  # assigned between fit and respond
+    with pytest.raises(ValueError, match="evaluator"):
+        by_stage.respond(obs)
+    assert by_stage.n_generate_calls == 0
+
+    unrelated = BestOfNAgent(policy=policy, n=2, max_new_tokens=4, reward="length")
+    unrelated.evaluator = "longer"  # a reward that is not the evaluator's judge reranks as before
+    unrelated.fit({}, policy=policy)
+    assert len(unrelated.respond(obs)) == 1 and unrelated.describe()["reward"] == "length"
+
+    ei = make_agent("expert_iteration", reward=judge["reward"], reward_kwargs=judge["reward_kwargs"])
+    ei.evaluator = "longer"
+    with pytest.raises(ValueError, match="evaluator"):
+        ei.fit({}, policy=policy, output_dir=str(tmp_path / "ei"))
+    assert not (tmp_path / "ei").exists()  # refused before anything is written

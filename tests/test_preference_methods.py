@@ -16,9 +16,10 @@ import torch
 
 import alpaca_farm_env  # noqa: F401  (registers the envs)
 from alpaca_farm_env.agents import list_agents, make_agent
-from alpaca_farm_env.agents.binary_feedme import BinaryFeedMEConfig, feedme_pairs, preference_pairs
+from alpaca_farm_env.agents.binary_feedme import BinaryFeedMEConfig, feedme_pairs
 from alpaca_farm_env.agents.binary_reward_conditioning import (
     RewardConditioningConfig, add_reward_tokens, reward_conditioning_pairs)
+from alpaca_farm_env.agents.common import preference_pairs
 from alpaca_farm_env.agents.dpo import DPOTrainingConfig, dpo_rows, implicit_rewards
 from alpaca_farm_env.agents.sft_loop import IGNORE_INDEX, SFTConfig, collate, sft_example
 from alpaca_farm_env.data import format_prompt

@@ -2,7 +2,7 @@
 generation behind the winning token (paper Sec. 4, "Binary reward conditioning"; tatsu-lab/alpaca_farm ships no
 script for it, only the checkpoint ``reward-condition-sim``).
 
-Data: each pair with a winner (:func:`~.binary_feedme.preference_pairs`: preference 1 -> ``output_1`` won, 2 ->
+Data: each pair with a winner (:func:`~.common.preference_pairs`: preference 1 -> ``output_1`` won, 2 ->
 ``output_2``; draws and unlabeled rows skipped) gives two demonstrations, so the dataset doubles:
 
 * ``(positive_token + prompt, preferred output)`` and
@@ -30,7 +30,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from .base import register_agent
-from .binary_feedme import BinaryFeedMEAgent, preference_pairs
+from .binary_feedme import BinaryFeedMEAgent
+from .common import preference_pairs
 from .sft import prompts_of
 from .sft_loop import SFTConfig
 

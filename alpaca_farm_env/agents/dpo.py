@@ -2,7 +2,7 @@
 (tatsu-lab/alpaca_farm ``examples/scripts/dpo.sh`` -> ``examples/dpo.py``, ``rl/dpo_trainer.py``; added Nov-Dec
 2023, after paper v1).
 
-Data (TRL's preference format): per pair with a winner (:func:`~.binary_feedme.preference_pairs`), ``prompt`` = the
+Data (TRL's preference format): per pair with a winner (:func:`~.common.preference_pairs`), ``prompt`` = the
 AlpacaFarm template over instruction and input, ``chosen`` = the preferred output (``output_1`` for preference 1,
 ``output_2`` for 2), ``rejected`` = the other; draws (1.5, legacy 0) and unlabeled rows are dropped. TRL appends EOS
 to both outputs and scores only their tokens (the prompt is masked), as the reference's sequence log-probabilities.
@@ -37,8 +37,7 @@ import torch
 
 from ..utils import atomic_write_text, digest
 from .base import register_agent
-from .binary_feedme import as_config, check_output_dir, policy_fingerprint, preference_pairs
-from .sft import BaseAgent
+from .common import PreferenceLearner, check_output_dir, policy_fingerprint, preference_pairs
 
 
 @dataclass
@@ -73,22 +72,52 @@ def dpo_rows(preferences: Any) -> list[dict[str, str]]:
 def train_dpo(policy: Any, rows: Sequence[Mapping[str, str]], config: DPOTrainingConfig,
               output_dir: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
     """Train ``policy`` (a :class:`~alpaca_farm_env.models.Policy`) in place with TRL's ``DPOTrainer`` against a frozen
-    copy of itself, save it to ``<output_dir>/model`` and return the summary (also ``<output_dir>/summary.json``)."""
+    copy of itself, save it to ``<output_dir>/model`` and return the summary (also ``<output_dir>/summary.json``).
+    Raises ``ValueError`` when no pair fits ``config.max_length``."""
     from datasets import Dataset
     from datasets.utils import logging as datasets_logging
     from transformers import PrinterCallback
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     reference = copy.deepcopy(policy.model).eval()  # pi_ref: the starting policy, frozen
     reference.requires_grad_(False)
+    args = _dpo_arguments(config, out / "trainer", policy.device, progress)
+    bars = datasets_logging.is_progress_bar_enabled()
+    if not progress:
+        datasets_logging.disable_progress_bar()  # TRL's tokenization passes
+    try:
+        trainer = DPOTrainer(model=policy.model, ref_model=reference, args=args,
+                             train_dataset=Dataset.from_list(list(rows)), processing_class=policy.tokenizer)
+    finally:
+        if bars:
+            datasets_logging.enable_progress_bar()
+    if len(trainer.train_dataset) == 0:
+        raise ValueError(f"none of the {len(rows)} preference pairs fits max_length={config.max_length} tokens "
+                         "(TRL drops a pair whose prompt alone fills it); raise max_length")
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # without a progress bar the Trainer prints every log line
+    last = get_last_checkpoint(str(out / "trainer")) if (out / "trainer").is_dir() else None
+    trainer.train(resume_from_checkpoint=last)  # None: from the start
+    steps = [h for h in trainer.state.log_history if "loss" in h]  # one entry per optimizer step (logging_steps=1)
+    policy.model = trainer.model.eval()
+    policy.tokenizer.padding_side = "left"  # generation pads on the left (Policy's convention)
+    del trainer, reference
+    return _save_dpo_run(policy, steps, len(rows), config, out)
+
+
+def _dpo_arguments(config: DPOTrainingConfig, trainer_dir: Path, device: torch.device, progress: bool) -> Any:
+    """TRL's ``DPOConfig`` for ``config``: checkpoints in ``trainer_dir``, a log entry per optimizer step, bf16 on a
+    GPU that supports it when ``config.bf16`` is ``None``."""
+    from trl import DPOConfig
+
     bf16 = config.bf16
     if bf16 is None:
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() and policy.device.type == "cuda"
-    args = DPOConfig(
-        output_dir=str(out / "trainer"),
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() and device.type == "cuda"
+    return DPOConfig(
+        output_dir=str(trainer_dir),
         beta=config.beta,
         learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs,
@@ -110,29 +139,14 @@ def train_dpo(policy: Any, rows: Sequence[Mapping[str, str]], config: DPOTrainin
         report_to="none",
         disable_tqdm=not progress,
         dataloader_num_workers=0,
-        dataloader_pin_memory=policy.device.type == "cuda",
+        dataloader_pin_memory=device.type == "cuda",
     )
-    bars = datasets_logging.is_progress_bar_enabled()
-    if not progress:
-        datasets_logging.disable_progress_bar()  # TRL's tokenization passes
-    try:
-        trainer = DPOTrainer(model=policy.model, ref_model=reference, args=args,
-                             train_dataset=Dataset.from_list(list(rows)), processing_class=policy.tokenizer)
-    finally:
-        if bars:
-            datasets_logging.enable_progress_bar()
-    if len(trainer.train_dataset) == 0:
-        raise ValueError(f"none of the {len(rows)} preference pairs fits max_length={config.max_length} tokens "
-                         "(TRL drops a pair whose prompt alone fills it); raise max_length")
-    if not progress:
-        trainer.remove_callback(PrinterCallback)  # without a progress bar the Trainer prints every log line
-    last = get_last_checkpoint(str(out / "trainer")) if (out / "trainer").is_dir() else None
-    trainer.train(resume_from_checkpoint=last)  # None: from the start
-    steps = [h for h in trainer.state.log_history if "loss" in h]  # one entry per optimizer step (logging_steps=1)
-    policy.model = trainer.model.eval()
-    policy.tokenizer.padding_side = "left"  # generation pads on the left (Policy's convention)
-    del trainer, reference
 
+
+def _save_dpo_run(policy: Any, steps: Sequence[Mapping[str, Any]], n_pairs: int, config: DPOTrainingConfig,
+                  out: Path) -> dict[str, Any]:
+    """Write the trained model (``model/``, replaced atomically), ``metrics.csv`` (one row per optimizer step) and
+    ``summary.json``, drop the Trainer's checkpoints, and return the summary."""
     tmp, final = out / "model.tmp", out / "model"
     shutil.rmtree(tmp, ignore_errors=True)
     policy.model.save_pretrained(tmp)
@@ -145,7 +159,7 @@ def train_dpo(policy: Any, rows: Sequence[Mapping[str, str]], config: DPOTrainin
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows([h.get(c, "") for c in columns] for h in steps)
-    summary = {"steps": steps[-1]["step"] if steps else 0, "pairs": len(rows),
+    summary = {"steps": steps[-1]["step"] if steps else 0, "pairs": n_pairs,
                "first_loss": steps[0]["loss"] if steps else None, "last_loss": steps[-1]["loss"] if steps else None,
                "first_margin": steps[0].get("rewards/margins") if steps else None,
                "last_margin": steps[-1].get("rewards/margins") if steps else None,
@@ -174,7 +188,7 @@ def implicit_rewards(policy: Any, reference: Any, rows: Sequence[Mapping[str, st
 
 
 @register_agent("dpo")
-class DPOAgent(BaseAgent):
+class DPOAgent(PreferenceLearner):
     """DPO of the SFT policy on the collected pairs, then sampling (temperature 0.7 by default).
 
     ``config``: a :class:`DPOTrainingConfig` or a mapping of its fields. Generation kwargs as :class:`~.sft.BaseAgent`
@@ -184,24 +198,14 @@ class DPOAgent(BaseAgent):
     """
 
     name = "dpo"
-    ENVS: dict[str, dict[str, Any]] = {}
-    STAGES = ("policy", "preferences", "output_dir")
+    ENVS: ClassVar[dict[str, dict[str, Any]]] = {}
     CONFIG_CLASS: ClassVar[type] = DPOTrainingConfig
-
-    def __init__(self, policy: Any = None, *, config: Any = None, **kwargs: Any):
-        super().__init__(policy, **kwargs)
-        self.config = as_config(DPOTrainingConfig, config)
-        self.summary: dict[str, Any] = {}
-        self.fitted = False
-
-    @property
-    def policy(self):
-        if not self.fitted:
-            raise RuntimeError(f"{self.name}: call fit(envs, policy=..., preferences=..., output_dir=...) first")
-        return super().policy
 
     def fit(self, envs: Mapping[str, Any] | None = None, *, policy: Any = None, preferences: Any = None,
             output_dir: str | None = None, **_: Any) -> None:
+        """DPO of the ``policy`` stage (in place) on the pairs with a winner, saved to ``<output_dir>/model`` (loaded
+        from there when a previous run finished); raises ``ValueError`` on a missing stage or an ``output_dir`` of
+        another run."""
         start = self._start_policy(policy, preferences=preferences, output_dir=output_dir)
         rows = dpo_rows(preferences)
         out = Path(output_dir)
@@ -216,6 +220,3 @@ class DPOAgent(BaseAgent):
         else:
             self.summary = train_dpo(start, rows, self.config, out, progress=self.progress)
         self.fitted = True
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "config": dataclasses.asdict(self.config)}

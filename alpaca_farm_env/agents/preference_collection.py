@@ -1,6 +1,7 @@
 """Preference collection: the pairs a reward model learns from, gathered through ``AlpacaFarmPairwise-v0``.
 
-AlpacaFarm's PREF data (paper Sec. 4.1; reference notes Sec. 1.1): for every instruction of the ``preference`` split,
+AlpacaFarm's PREF data (paper Sec. 4.1; released as the Hugging Face dataset ``tatsu-lab/alpaca_farm``, configs
+``alpaca_noisy_multi_preference`` and ``alpaca_human_preference``): for every instruction of the ``preference`` split,
 **two outputs sampled from SFT10k at temperature 1.0** (top_p 1.0, at most 300 new tokens, as every AlpacaFarm
 sample), labelled by the simulated annotator pool with label noise (``noisy_pooled``, p_sim^ann). Here the pair is
 the action of a vector pairwise env and the env's annotator labels it, one annotation call per vector step.
@@ -24,8 +25,10 @@ instruction with the very same pair (nothing extra is generated; the step is sti
 Rows (AlpacaFarm's layout, ``alpaca_human_preference`` / ``alpaca_noisy_multi_preference``): ``instruction``,
 ``input``, ``output_1``, ``output_2``, ``preference`` (1 = output_1 preferred, 2 = output_2, 1.5 = draw, ``None`` =
 the annotator gave no label), plus ``annotator`` (the pool member that answered). Two identical outputs are a draw
-(1.5) whatever the annotator said (reference notes Sec. 8.1): they stay in the AlpacaFarm file and are dropped from
-TRL's format (:func:`to_trl_preference`) and from reward-model training, whose Bradley-Terry loss has no draws.
+(1.5) whatever the annotator said (tatsu-lab/alpaca_farm ``src/alpaca_farm/auto_annotations/pairwise_annotators.py``
+``PairwiseAutoAnnotator._preprocess`` marks them 0, the legacy draw): they stay in the AlpacaFarm file and are
+dropped from TRL's format (:func:`to_trl_preference`) and from reward-model training, whose Bradley-Terry loss has no
+draws.
 
 Resume. Rows are appended to ``output_path`` (JSONL) after every step and fsynced; a rerun reads the file, skips the
 instructions already there (by ``(instruction, input)``, with multiplicity) and continues. A line torn by a kill is cut
@@ -42,16 +45,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..data import format_prompt
+from ..envs.reward_info import format_prompt
 from ..utils import stable_hash
+from .common import read_jsonl
 
 ROW_KEYS = ("instruction", "input", "output_1", "output_2", "preference", "annotator")
 
 
 @dataclass
 class CollectionConfig:
-    """Sampling of the preference pairs (paper Sec. 4.1: two samples from SFT10k at temperature 1.0; reference notes
-    Sec. 8.8: pairs at temperature 1.0, top_p 1.0 like the rollouts, at most 300 new tokens everywhere)."""
+    """Sampling of the preference pairs: two samples from SFT10k at temperature 1.0 (paper Sec. 4.1), top_p 1.0 as
+    the reference's rollouts (tatsu-lab/alpaca_farm ``src/alpaca_farm/models/rl_models.py``
+    ``AutoregressivePolicy._respond``), at most 300 new tokens as every AlpacaFarm sample (paper Sec. 4.1)."""
 
     n_instructions: int | None = None  # the first n of the env's instructions; None: all of them (paper: PREF, 10k)
     temperature: float = 1.0
@@ -66,32 +71,6 @@ def _preference_of(value: Any) -> float | None:
         return None
     v = float(value)
     return None if math.isnan(v) else v  # NaN -> unlabeled
-
-
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a collection file; a last line torn by a kill is cut off the file (it is collected again)."""
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    rows, good_end, pos = [], 0, 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        if nl < 0:  # no newline: the write was interrupted
-            break
-        line = data[pos:nl].strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                if data[nl + 1 :].strip():
-                    line_no = data[:pos].count(b"\n") + 1
-                    raise ValueError(f"{path}: line {line_no} is not JSON (and not a torn last line)")
-                break
-        pos = good_end = nl + 1
-    if good_end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
-    return rows
 
 
 def collect_preferences(
@@ -121,7 +100,7 @@ def collect_preferences(
 
     path = Path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done_rows = _read_rows(path)
+    done_rows = read_jsonl(path)
     done = Counter((r["instruction"], r["input"]) for r in done_rows)
     todo = []
     for pos in range(n):

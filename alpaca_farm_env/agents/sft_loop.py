@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from ..utils import digest, stable_hash
+from ..utils import atomic_write_text, digest, stable_hash
 
 IGNORE_INDEX = -100
 
@@ -139,55 +139,22 @@ def train_sft(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(config.warmup_ratio * total), total)
-    step = 0
     ckpt = out / "checkpoint"
-    if (ckpt / "state.pt").is_file():  # resume after a kill
-        state = torch.load(ckpt / "state.pt", weights_only=False)
-        model.load_state_dict(state["model"], strict=False)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step = state["step"]
-        torch.set_rng_state(state["torch_rng"])
-    from .rl_core import CSVLogger  # here, not at the top: rl_core imports this module (through .sft)
-
-    log = CSVLogger(out / "metrics.csv", ["step", "epoch", "loss", "learning_rate"])
-    log.resume(step)  # rows after the checkpoint's step are redone below; a fresh run (step 0) starts an empty log
-    if not log.path.is_file():  # the header, even if no step gets a row
-        with open(log.path, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerow(log.fields)
-    # the loss is logged exactly (repr), so a resumed run reads back the very values the uninterrupted one had
-    losses = [float(r["loss"]) for r in log.read() if r.get("loss")]
+    step = _load_checkpoint(ckpt, model, opt, sched)
+    log, losses = _metrics_log(out, step)
     model.train()
     bar = tqdm(total=total, initial=step, desc="sft", unit="step", disable=not progress)
     try:
         for group in _step_groups(len(examples), config, steps_per_epoch, step, total):
             group = [b for b in group if any(targets[i] for i in b)]  # a micro-batch without targets adds nothing
-            n_tokens = sum(targets[i] for b in group for i in b)
-            loss_sum = 0.0
-            for b in group:
-                batch = {k: v.to(policy.device) for k, v in collate([examples[i] for i in b], tok.pad_token_id).items()}
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                # token-level mean over the whole accumulated group: every learned token weighs the same
-                loss = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].float().reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
-                    ignore_index=IGNORE_INDEX, reduction="sum") / n_tokens
-                loss.backward()
-                loss_sum += float(loss.detach())
-            if group:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-            else:  # no target token in the whole step: no update, but the schedule keeps pace with the step counter
-                with warnings.catch_warnings():  # torch warns when a schedule's first step comes before any update
-                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-                    sched.step()
+            loss = _optimizer_step(model, params, opt, sched, [[examples[i] for i in b] for b in group],
+                                   sum(targets[i] for b in group for i in b), tok.pad_token_id, policy.device, config)
             step += 1
-            if group:
-                losses.append(loss_sum)
-                log.log({"step": step, "epoch": f"{step / steps_per_epoch:.4f}", "loss": repr(loss_sum),
+            if loss is not None:
+                losses.append(loss)
+                log.log({"step": step, "epoch": f"{step / steps_per_epoch:.4f}", "loss": repr(loss),
                          "learning_rate": f"{sched.get_last_lr()[0]:.3e}"})
-                bar.set_postfix(loss=f"{loss_sum:.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}")
             bar.update(1)
             if step % config.save_steps == 0 or step == total:
                 _save_checkpoint(ckpt, model, opt, sched, step)
@@ -199,11 +166,64 @@ def train_sft(
     _save_model(policy, out / "model")
     summary = {"key": key, "steps": step, "examples": len(examples), "first_loss": losses[0] if losses else None,
                "last_loss": losses[-1] if losses else None, **untargeted, "config": asdict(config)}
-    from ..utils import atomic_write_text
-
     atomic_write_text(summary_path, json.dumps(summary, indent=1))
     shutil.rmtree(ckpt, ignore_errors=True)
     return summary
+
+
+def _optimizer_step(model: Any, params: list[Any], opt: Any, sched: Any,
+                    group: Sequence[Sequence[dict[str, list[int]]]], n_tokens: int, pad_id: int, device: torch.device,
+                    config: SFTConfig) -> float | None:
+    """One optimizer step over the micro-batches of ``group`` (each a list of examples with at least one target
+    token): the token-level mean cross-entropy over all ``n_tokens`` learned tokens of the group, accumulated, clipped
+    and applied. Returns the step's loss, or ``None`` for an empty group (no update; the schedule still advances)."""
+    loss_sum = 0.0
+    for examples in group:
+        batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # token-level mean over the whole accumulated group: every learned token weighs the same
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+            ignore_index=IGNORE_INDEX, reduction="sum") / n_tokens
+        loss.backward()
+        loss_sum += float(loss.detach())
+    if not group:  # no target token in the whole step: no update, but the schedule keeps pace with the step counter
+        with warnings.catch_warnings():  # torch warns when a schedule's first step comes before any update
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            sched.step()
+        return None
+    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return loss_sum
+
+
+def _load_checkpoint(ckpt: Path, model: Any, opt: Any, sched: Any) -> int:
+    """Restore model, optimizer, scheduler and torch RNG from ``ckpt`` after a kill; returns the optimizer steps done
+    (0 without a checkpoint)."""
+    if not (ckpt / "state.pt").is_file():
+        return 0
+    state = torch.load(ckpt / "state.pt", weights_only=False)
+    model.load_state_dict(state["model"], strict=False)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"]
+
+
+def _metrics_log(out: Path, step: int) -> tuple[Any, list[float]]:
+    """``(the metrics.csv logger, the losses already logged)``, resumed at ``step``: rows after it (steps about to be
+    redone) are dropped; a fresh run (step 0) starts an empty log with its header."""
+    from .rl_core import CSVLogger  # here, not at the top: rl_core imports this module (through .sft)
+
+    log = CSVLogger(out / "metrics.csv", ["step", "epoch", "loss", "learning_rate"])
+    log.resume(step)  # rows after the checkpoint's step are redone below; a fresh run (step 0) starts an empty log
+    if not log.path.is_file():  # the header, even if no step gets a row
+        with open(log.path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow(log.fields)
+    # the loss is logged exactly (repr), so a resumed run reads back the very values the uninterrupted one had
+    return log, [float(r["loss"]) for r in log.read() if r.get("loss")]
 
 
 def _step_groups(n: int, config: SFTConfig, steps_per_epoch: int, start: int, total: int) -> Iterator[list[list[int]]]:
