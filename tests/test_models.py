@@ -17,6 +17,7 @@ from alpaca_farm_env.models import (
     register_policy,
     resolve_dtype,
     tiny_llama,
+    weights_fingerprint,
 )
 from alpaca_farm_env.models import presets
 
@@ -134,6 +135,20 @@ def test_load_policy_from_local_folder(policy, tmp_path):
     assert loaded.generate(PROMPTS, **kw) == policy.generate(PROMPTS, **kw)
     bf16 = load_policy(folder, dtype="bf16")
     assert bf16.model.dtype == torch.bfloat16
+
+
+def test_weights_fingerprint_tells_trained_weights_apart(policy):
+    """Equal weights give the same 16-digit digest (another instance, another seed's model copied over); any change to
+    one tensor changes it."""
+    fp = weights_fingerprint(policy.model)
+    assert re.fullmatch(r"[0-9a-f]{16}", fp)
+    twin = tiny_llama(seed=1)
+    assert weights_fingerprint(twin.model) != fp
+    twin.model.load_state_dict(policy.model.state_dict())
+    assert weights_fingerprint(twin.model) == fp
+    with torch.no_grad():
+        next(twin.model.parameters())[0, 0] += 1.0
+    assert weights_fingerprint(twin.model) != fp
 
 
 def test_registry_and_errors(tmp_path):
