@@ -224,7 +224,7 @@ def select_prompts(split: str, n_prompts: int, data_dir: str | os.PathLike | Non
                    reference: str = "alpacafarm") -> list[dict[str, Any]]:
     """``n_prompts`` env rows of ``split`` (the env's own rows: ``instruction``, ``input``, ``reference_output``),
     chosen by a stable hash of (seed, split, prompt); a prompt with an empty reference is skipped."""
-    from ..envs.source import load_rows
+    from ..data import load_rows
 
     rows = [r for r in load_rows(split, data_dir=data_dir, reference=reference) if r["reference_output"].strip()]
     order = sorted(range(len(rows)), key=lambda i: (stable_hash("degenerate-prompts", seed, split,
