@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
-from ..data import format_prompt
+from ..envs.reward_info import format_prompt
 from ..utils import stable_hash
-from .base import register_agent
+from .base import EvalHook, register_agent
 from .sft_loop import SFTConfig, train_sft
 
 
@@ -35,8 +35,11 @@ class BaseAgent:
     """
 
     name = "base"
-    ENVS: dict[str, dict[str, Any]] = {}
-    STAGES: tuple[str, ...] = ()
+    ENVS: ClassVar[dict[str, dict[str, Any]]] = {}
+    STAGES: ClassVar[tuple[str, ...]] = ()
+    # the benchmark's generation settings (``GenerationConfig`` fields) this agent takes as constructor keywords
+    GENERATION_KEYS: ClassVar[tuple[str, ...]] = ("max_new_tokens", "temperature", "top_p", "batch_size", "seed")
+    eval_hook: EvalHook | None = None  # assigned by the benchmark; sampling alone has no eval steps to call it at
 
     def __init__(
         self,
@@ -54,15 +57,21 @@ class BaseAgent:
         self._policy = policy
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.batch_size, self.seed, self.progress = batch_size, seed, progress
+        self.history: list[dict[str, Any]] = []  # per-step training statistics (none: nothing is trained)
         self.n_generate_calls = 0  # how many times the policy was sampled (the benchmark's resume test reads it)
 
     @property
-    def policy(self):
+    def policy(self) -> Any:
+        """The :class:`~alpaca_farm_env.models.Policy` this agent answers with (a spec is loaded on first use)."""
         if isinstance(self._policy, str) or not hasattr(self._policy, "generate"):
             from ..models import load_policy
 
             self._policy = load_policy(self._policy)
         return self._policy
+
+    @policy.setter
+    def policy(self, policy: Any) -> None:
+        self._policy = policy
 
     def fit(self, envs: Mapping[str, Any] | None = None, **stages: Any) -> None:
         """Nothing to train: the policy is used as it is."""
@@ -99,10 +108,11 @@ class BaseAgent:
         return [[s.strip() for s in group] for group in out]
 
     def respond(self, observations: Sequence[dict[str, Any]]) -> list[str]:
+        """One sampled response per observation, in order."""
         return [g[0] for g in self._sample(prompts_of(observations), 1, self.temperature)]
 
     def describe(self) -> dict[str, Any]:
-        """The settings that determine the outputs (the benchmark's cache key and table label)."""
+        """The settings that determine the outputs (no ``"reward"``: sampling uses none)."""
         return {"agent": self.name, "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
                 "top_p": self.top_p, "seed": self.seed}
 
@@ -132,7 +142,7 @@ class SFTAgent(BaseAgent):
         if output_dir is None:
             raise ValueError("sft needs an output_dir for its checkpoints and the trained model")
         if policy is not None:
-            self._policy = policy
+            self.policy = policy
         demos = _demonstrations(envs["sft"])
         pairs = [(d["prompt"], d["output"]) for d in demos]
         self.summary = train_sft(self.policy, pairs, self.sft_config, Path(output_dir), progress=self.progress)

@@ -31,6 +31,11 @@ class GenerationConfig:
     batch_size: int = 8
     seed: int = 0
 
+    def for_agent(self, factory: Any) -> dict[str, Any]:
+        """The settings an agent takes: those its class names in ``GENERATION_KEYS`` (none when it names none)."""
+        declared = set(getattr(factory, "GENERATION_KEYS", ()))
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in declared}
+
 
 @dataclass
 class BenchmarkConfig:

@@ -20,7 +20,8 @@ from ..utils import atomic_write_text, digest, file_lock
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MatchResult", "fold_instruction", "match_outputs", "annotate_pairs", "to_alpaca_eval_layout"]
+__all__ = ["MatchResult", "fold_instruction", "match_outputs", "AnnotationCache", "annotate_pairs",
+           "to_alpaca_eval_layout"]
 
 
 def fold_instruction(instruction: str, input: str = "") -> str:  # noqa: A002 - upstream field name
@@ -76,8 +77,28 @@ def match_outputs(outputs: Sequence[dict[str, Any]], eval_rows: Sequence[dict[st
     return result
 
 
-def _pair_key(pair: dict[str, Any], annotator_id: str, seed: int) -> str:
-    return digest([annotator_id, seed, pair["instruction"], pair["input"], pair["output_1"], pair["output_2"]])[:32]
+class AnnotationCache:
+    """An annotations file (alpaca_eval's layout, a JSON list of rows) used as a cache: a row is reused for a pair
+    with the same key -- the annotator's identity, the seed, the instruction, the input and both outputs -- so another
+    judge, seed or output is annotated afresh. Rows are written whole (atomic rename, under a file lock)."""
+
+    def __init__(self, path: str | os.PathLike | None, annotator_id: str, seed: int):
+        self.path, self.annotator_id, self.seed = path, annotator_id, seed
+        self.rows: dict[str, dict[str, Any]] = _read_cached_rows(path) if path is not None else {}
+
+    def key(self, pair: dict[str, Any]) -> str:
+        """The cache key of ``pair`` (``instruction, input, output_1, output_2``)."""
+        return digest([self.annotator_id, self.seed, pair["instruction"], pair["input"], pair["output_1"],
+                       pair["output_2"]])[:32]
+
+    def get(self, pair: dict[str, Any]) -> dict[str, Any] | None:
+        """The cached annotation row of ``pair``, or None."""
+        return self.rows.get(self.key(pair))
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the file's rows with ``rows`` (nothing without a path)."""
+        if self.path is not None:
+            _write_rows(self.path, rows)
 
 
 class LazyAnnotator:
@@ -117,9 +138,9 @@ def annotate_pairs(
     from tqdm.auto import tqdm
 
     ann_id = annotator_id or str(getattr(annotator, "name", type(annotator).__name__))
-    keys = [_pair_key(p, ann_id, seed) for p in pairs]
-    cached = _read_cached_rows(cache_path) if cache_path is not None else {}
-    rows: list[dict[str, Any] | None] = [cached.get(k) for k in keys]
+    cache = AnnotationCache(cache_path, ann_id, seed)
+    keys = [cache.key(p) for p in pairs]
+    rows: list[dict[str, Any] | None] = [cache.rows.get(k) for k in keys]
     n_cached = sum(r is not None for r in rows)
     todo = [i for i, r in enumerate(rows) if r is None]
     bar = tqdm(total=len(pairs), initial=n_cached, desc=desc, unit="pair", disable=not progress)
@@ -146,13 +167,12 @@ def annotate_pairs(
             }
             if a.extra.get("bank_hidden"):  # the output was a banked GPT-4-labelled answer, hidden from the judge
                 rows[i]["bank_hidden"] = True
-        if cache_path is not None:
-            _write_rows(cache_path, [r for r in rows if r is not None])
+        cache.write([r for r in rows if r is not None])
         bar.update(len(idx))
     bar.close()
     done = [r for r in rows if r is not None]
-    if cache_path is not None and not todo:
-        _write_rows(cache_path, done)  # exactly these pairs (drops stale rows of an older run)
+    if not todo:
+        cache.write(done)  # exactly these pairs (drops stale rows of an older run)
     return done, n_cached
 
 

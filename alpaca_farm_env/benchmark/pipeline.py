@@ -55,7 +55,8 @@ class Pipeline:
         return self._keys["sft"]
 
     def sft_dir(self) -> Path:
-        return self.run_dir / "stages" / f"sft-{self.sft_key()}"
+        """The sft stage's folder (its checkpoint, ``model/``, ``summary.json``)."""
+        return self._stage_dir("sft")
 
     def sft_policy(self) -> Any:
         """A fresh copy of the trained SFT policy (each method fine-tunes its own)."""
@@ -63,10 +64,10 @@ class Pipeline:
         from ..models import load_policy
 
         folder = self.sft_dir()
-        if not (folder / "model").is_dir() or not (folder / "summary.json").is_file():
+        if not self._built("sft"):
             with self._timed("sft", folder):
-                agent = SFTAgent(self.cfg.policy, sft=self.cfg.stages.get("sft", {}), progress=self.progress)
-                agent._policy = load_policy(self.cfg.policy, **self.cfg.policy_kwargs)
+                agent = SFTAgent(load_policy(self.cfg.policy, **self.cfg.policy_kwargs),
+                                 sft=self.cfg.stages.get("sft", {}), progress=self.progress)
                 self.log(f"stage sft: fine-tuning {self.cfg.policy!r} on the sft split -> {folder}")
                 agent.fit({"sft": make_env(SFTAgent.ENVS["sft"], self.data_dir)}, output_dir=str(folder))
         else:
@@ -74,6 +75,21 @@ class Pipeline:
         return load_policy(str(folder / "model"), **self.cfg.policy_kwargs)
 
     # ------------------------------------------------------------------------------------------------ helpers
+    @staticmethod
+    def stage_of(agent_cls: Any) -> str | None:
+        """The stage a method *is*, or None: the ``sft`` stage is built with :class:`~..agents.sft.SFTAgent`, so a
+        method running that very agent is the stage (its config is ``stages.sft``, it trains once in the stage's
+        folder, and every method after SFT starts from what it trained)."""
+        from ..agents.sft import SFTAgent
+
+        return "sft" if agent_cls is SFTAgent else None
+
+    def stage_config(self, agent_cls: Any) -> dict[str, Any]:
+        """The keyword arguments a stage's own agent takes from the preset's ``stages`` (``{"sft": stages.sft}`` for
+        the sft stage's agent; ``{}`` for every other method)."""
+        stage = self.stage_of(agent_cls)
+        return {stage: dict(self.cfg.stages.get(stage, {}))} if stage else {}
+
     @staticmethod
     def wanted(agent_cls: Any, given: dict[str, Any]) -> tuple[str, ...]:
         """The stages a method takes: its ``STAGES``, less ``reward`` when the preset names its reward (e.g. best-of-n
@@ -89,7 +105,7 @@ class Pipeline:
         wanted = self.wanted(agent_cls, given or {})
         products: dict[str, Any] = {}
         keys: dict[str, str] = {}
-        is_sft = getattr(agent_cls, "name", "") == "sft"
+        is_sft = self.stage_of(agent_cls) == "sft"
         if "policy" in wanted:
             if is_sft:  # the sft method is the stage: build it here (timed, shared), the agent then loads it
                 self.sft_policy()
@@ -177,19 +193,36 @@ class Pipeline:
             self.log(f"stage reward_model: held-out accuracy {acc}")
         return reward_model_spec(folder / "model"), key
 
+    def _stage_dir(self, stage: str) -> Path:
+        key = {"sft": self.sft_key, "preferences": self.preferences_key, "reward_model": self.reward_model_key}[stage]()
+        return self.run_dir / "stages" / f"{stage}-{key}"
+
+    def _built(self, stage: str) -> bool:
+        """Whether ``stage`` is finished in this run dir (its model and summary, or its ``stage.json``)."""
+        folder = self._stage_dir(stage)
+        if stage == "preferences":
+            return (folder / "stage.json").is_file()
+        summary = folder / ("summary.json" if stage == "sft" else "model/summary.json")
+        return (folder / "model").is_dir() and summary.is_file()
+
+    def plan(self, wanted: set[str]) -> list[tuple[str, Path, bool, dict[str, Any]]]:
+        """The shared stages that methods taking the stage products ``wanted`` depend on, in pipeline order, each as
+        (stage, folder, already built, its preset settings); nothing is built."""
+        needs = {"sft": {"policy", "output_dir", "preferences", "reward"}, "preferences": {"preferences", "reward"},
+                 "reward_model": {"reward"}}
+        return [(stage, self._stage_dir(stage), self._built(stage), self.cfg.stages.get(stage, {}))
+                for stage in needs if wanted & needs[stage]]
+
     def stage_seconds(self, stages: set[str]) -> dict[str, float | None]:
         """The build time of each of ``stages`` (``sft``, ``preferences``, ``reward_model``), in pipeline order: as
         measured in this run, else as recorded in the stage's ``stage.json`` when it was built (without building)."""
-        folders = {"sft": lambda: self.sft_dir(),
-                   "preferences": lambda: self.run_dir / "stages" / f"preferences-{self.preferences_key()}",
-                   "reward_model": lambda: self.run_dir / "stages" / f"reward_model-{self.reward_model_key()}"}
         out: dict[str, float | None] = {}
-        for stage in folders:
+        for stage in ("sft", "preferences", "reward_model"):
             if stage in self.times:
                 out[stage] = self.times[stage]
             elif stage in stages:
                 try:
-                    out[stage] = json.loads((folders[stage]() / "stage.json").read_text(encoding="utf-8"))["seconds"]
+                    out[stage] = json.loads((self._stage_dir(stage) / "stage.json").read_text(encoding="utf-8"))["seconds"]
                 except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
                     out[stage] = None
         return out

@@ -16,24 +16,20 @@ Every run's rows are also upserted into ``<runs_root>/leaderboard.json`` (see ``
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import AgentError, ConfigError, TrainingOnTestSetWarning
-from ..utils import accepts_kwarg, atomic_write_text, digest, file_lock, json_safe
+from ..errors import AgentError, ConfigError
+from ..utils import atomic_write_text, digest, file_lock, json_safe
 from .config import BenchmarkConfig, eval_subset
-from .evaluation import LazyAnnotator, annotate_pairs, to_alpaca_eval_layout
+from .evaluation import AnnotationCache, LazyAnnotator, annotate_pairs, to_alpaca_eval_layout
 from .pipeline import Pipeline, make_env
-from .scoring import EvalScorer, win_rate_hook
-
-REFERENCE_NAME = "Davinci003"
+from .scoring import REFERENCE_NAME, EvalScorer, EvalSplit, win_rate_hook
 
 
 @dataclass
@@ -64,25 +60,13 @@ def default_run_dir(cfg: BenchmarkConfig, evaluator_identity: str = "") -> Path:
 RL_EVAL_ROWS = 16  # eval instructions an RL agent's periodic win-rate uses (a trend in its eval.csv, not the result)
 
 
-def _has_parameter(factory: Any, name: str) -> bool:
-    """Whether ``factory`` names the parameter ``name`` (not merely ``**kwargs``)."""
-    try:
-        return name in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _agent_kwargs(cfg: BenchmarkConfig, method: str, factory: Any) -> dict[str, Any]:
-    """Generation defaults (only those the agent accepts), then the method's own settings, plus the evaluator."""
-    kwargs: dict[str, Any] = {}
-    for k, v in cfg.generation.__dict__.items():
-        if accepts_kwarg(factory, k):
-            kwargs[k] = v
+def _agent_kwargs(cfg: BenchmarkConfig, pipeline: Pipeline, method: str, factory: Any) -> dict[str, Any]:
+    """An agent's constructor keywords: the preset's generation settings the agent declares (``GENERATION_KEYS``),
+    then the method's own settings, then -- for the agent a shared stage is built with -- that stage's config."""
+    kwargs = cfg.generation.for_agent(factory)
     kwargs.update({k: v for k, v in cfg.methods.get(method, {}).items() if k != "agent"})
-    if accepts_kwarg(factory, "evaluator"):
-        kwargs["evaluator"] = cfg.annotator
-    if getattr(factory, "name", "") == "sft":  # the sft method is the pipeline's SFT stage: one config for both
-        kwargs.setdefault("sft", dict(cfg.stages.get("sft", {})))
+    for k, v in pipeline.stage_config(factory).items():
+        kwargs.setdefault(k, v)
     return kwargs
 
 
@@ -138,8 +122,8 @@ def run_benchmark(
     # one run at a time per run dir: a second one would append the same generations to the same caches
     with file_lock(run_dir / "run", timeout=0, busy=f"{run_dir}: another benchmark is running in this run dir; wait "
                    "for it (a rerun then resumes from its caches) or pass another --run-dir"):
-        return _run_in(cfg, run_dir, factories, data_dir, progress, log, evaluator_kwargs, evaluator_id, eval_rows,
-                       replace_rows=force)
+        return _run_in(_Run(cfg, run_dir, data_dir, progress, log, factories, eval_rows, evaluator_kwargs,
+                            evaluator_id), replace_rows=force)
 
 
 def eval_instructions(cfg: BenchmarkConfig, data_dir: Any) -> list[dict[str, Any]]:
@@ -178,126 +162,60 @@ def check_run_dir_owner(run_dir: Path, cfg: BenchmarkConfig, force: bool) -> Non
                           "replace that run")
 
 
-def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data_dir, progress: bool,
-            log: Callable[[str], None], evaluator_kwargs: dict[str, Any], evaluator_id: str,
-            rows: list[dict[str, Any]], replace_rows: bool) -> dict[str, Any]:
+@dataclass
+class _Run:
+    """One benchmark invocation: its config, run dir and data, the shared stages, the eval rows and the evaluator."""
 
-    from ..agents import AGENTS
-    from ..annotators import make_annotator
-    from ..metrics import win_rate
+    cfg: BenchmarkConfig
+    run_dir: Path
+    data_dir: Any
+    progress: bool
+    log: Callable[[str], None]
+    factories: dict[str, Any]
+    rows: list[dict[str, Any]]
+    evaluator_kwargs: dict[str, Any]
+    evaluator_id: str
+    pipeline: Pipeline = field(init=False)
+    split: EvalSplit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline = Pipeline(self.cfg, self.run_dir, self.data_dir, self.progress, self.log)
+        self.split = EvalSplit.from_config(self.cfg, self.evaluator_kwargs, self.data_dir)
+
+    @property
+    def annotator_id(self) -> str:
+        """What keys the annotation caches: the evaluator's name and identity."""
+        return f"{self.cfg.annotator}@{self.evaluator_id}"
+
+
+def _run_in(run: _Run, replace_rows: bool) -> dict[str, Any]:
+    """Run every method of ``run`` in its (locked) run dir and write the results; returns them (see
+    :func:`run_benchmark`)."""
     from . import leaderboard, report
 
-    config_path = run_dir / "config.json"
-    config = cfg.to_dict()
-    if config_path.is_file() and not replace_rows:  # the same preset: keep the union of the methods run here
-        try:
-            config["methods"] = {**json.loads(config_path.read_text(encoding="utf-8")).get("methods", {}),
-                                 **config["methods"]}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            pass
-    atomic_write_text(config_path, json.dumps(config, indent=2))
-    log(f"run dir {run_dir}: {len(rows)} eval instructions, methods {', '.join(cfg.methods)}, evaluator {cfg.annotator}")
-    pipeline = Pipeline(cfg, run_dir, data_dir, progress, log)
-    # the evaluator is the eval env's reward: P(the response beats Davinci003), so a method's mean episode return
-    # *is* its win-rate; noise-free and keyed on the instruction (alpaca_eval's semantics), never per episode
-    eval_reward = {"annotator": cfg.annotator, **evaluator_kwargs, "seed": cfg.annotator_seed, "per_episode": False}
-
-    evaluator = None
+    cfg, run_dir = run.cfg, run.run_dir
+    _write_config(run_dir, cfg, replace_rows)
+    run.log(f"run dir {run_dir}: {len(run.rows)} eval instructions, methods {', '.join(cfg.methods)}, evaluator "
+            f"{cfg.annotator}")
     outputs: dict[str, list[str]] = {}
-    results: list[MethodResult] = []
     this_run: dict[str, dict[str, Any]] = {}
-    for method in cfg.methods:
-        mdir = run_dir / method
-        mdir.mkdir(exist_ok=True)
-        factory = factories[method]
-        kwargs, settings, stage_keys, gen_key = _method_key(cfg, pipeline, method, factory)
-        cache = mdir / "generations.jsonl"
-        done = _read_generations(cache)
-        keys = [digest([gen_key, r["instruction"], r["input"]])[:32] for r in rows]
-        n_cached = sum(k in done for k in keys)
-        record_path = mdir / f"record-{gen_key}.json"
-        record = _read_record(record_path)
-        agent = None
-        if n_cached < len(rows) or record is None:
-            # a method that takes no policy stage (base) starts from the configured policy, with its dtype/device
-            start = cfg.policy
-            if "policy" not in pipeline.wanted(factory, cfg.methods[method]):
-                from ..models import load_policy
-
-                start = load_policy(cfg.policy, **cfg.policy_kwargs)
-            extra: dict[str, Any] = {}
-            if _has_parameter(factory, "evaluate"):  # RL agents: a win-rate every eval_steps, in their eval.csv
-                extra["evaluate"] = win_rate_hook(EvalScorer(cfg, rows[:RL_EVAL_ROWS], evaluator_kwargs, data_dir))
-            agent = AGENTS.make(cfg.methods[method].get("agent", method), policy=start, **kwargs, **extra)
-            t0 = time.time()
-            envs = {name: make_env(spec, data_dir) for name, spec in getattr(factory, "ENVS", {}).items()}
-            # the method's own training dir is keyed like its outputs: another config or stage never reuses it
-            stages, _ = pipeline.stages_for(factory, method, mdir / f"fit-{gen_key}", given=cfg.methods[method])
-            agent.fit(envs, **stages)
-            # what the results report about the method is recorded when it is known (after fitting) and read back
-            # by a rerun that builds no agent
-            reward = getattr(agent, "reward_name", None) or (str(settings["reward"]) if "reward" in settings else None)
-            spent = record["seconds"].get("generate_and_annotate", 0.0) if record else 0.0  # before a resume
-            record = {"reward": reward, "seconds": {"fit": round(time.time() - t0, 1), "generate_and_annotate": spent}}
-            atomic_write_text(record_path, json.dumps(record))
-        if record["reward"] is not None:
-            settings["reward"] = record["reward"]
-        generator = f"{cfg.policy}:{method}"
-
-        if evaluator is None:  # built on first use: a resumed run with every annotation cached never loads it
-            evaluator = LazyAnnotator(lambda: make_annotator(cfg.annotator, **evaluator_kwargs))
-        t0 = time.time()
-        ann, outputs[method], n_generated, n_ann_cached = _evaluate_through_env(
-            agent, method, rows, keys, done, cache, mdir, cfg, data_dir, eval_reward,
-            f"{cfg.annotator}@{evaluator_id}", progress)
-        if n_generated or n_ann_cached < len(rows):  # this invocation generated or annotated: its time counts
-            record["seconds"]["generate_and_annotate"] = round(
-                record["seconds"]["generate_and_annotate"] + time.time() - t0, 1)
-            atomic_write_text(record_path, json.dumps(record))
-        this_run[method] = {"n_generated": n_generated, "n_generations_cached": n_cached,
-                            "n_annotations_cached": n_ann_cached, "seconds": round(time.time() - t0, 1)}
-        out_rows = [{**r, "output": o} for r, o in zip(rows, outputs[method])]
-        outputs_path = mdir / "model_outputs.json"
-        atomic_write_text(outputs_path, json.dumps(to_alpaca_eval_layout(out_rows, generator), indent=1, ensure_ascii=False))
-        metrics = win_rate([a["preference"] for a in ann], outputs[method])
-        n_hidden = sum(bool(a.get("bank_hidden")) for a in ann)
-        if n_hidden:
-            log(f"{method}: {n_hidden} outputs are GPT-4-labelled answers in the judge's answer bank; they were hidden "
-                "from the bank, so their labels were not read back")
-        metrics["n_bank_hidden"] = n_hidden
-        results.append(MethodResult(
-            method=method, label=method_label(method, settings), reward=settings.get("reward"), metrics=metrics,
-            vs_baseline=None, outputs_path=str(outputs_path), annotations_path=str(mdir / "annotations.json"),
-            settings={**settings, "stages": stage_keys}, seconds=dict(record["seconds"]),
-        ))
-
+    results = [_run_method(run, method, outputs, this_run) for method in cfg.methods]
     base = cfg.compare_to if cfg.compare_to in outputs else None
     if base is not None:
-        for res in results:
-            if res.method == base:
-                continue
-            pairs = [{"instruction": r["instruction"], "input": r["input"], "dataset": r["dataset"],
-                      "output_1": b, "generator_1": f"{cfg.policy}:{base}", "output_2": o,
-                      "generator_2": f"{cfg.policy}:{res.method}"}
-                     for r, b, o in zip(rows, outputs[base], outputs[res.method])]
-            ann, _ = annotate_pairs(evaluator, pairs, cache_path=run_dir / res.method / f"annotations_vs_{base}.json",
-                                    annotator_id=f"{cfg.annotator}@{evaluator_id}", seed=cfg.annotator_seed,
-                                    progress=progress, desc=f"annotate ({res.method} vs {base})")
-            res.vs_baseline = {"baseline": base, **win_rate([a["preference"] for a in ann], outputs[res.method])}
-
+        _compare_to(run, base, results, outputs)
     out = {
         "run_dir": str(run_dir),
         "preset": cfg.name,
         "policy": cfg.policy,
         "evaluator": cfg.annotator,
-        "evaluator_identity": evaluator_id,
+        "evaluator_identity": run.evaluator_id,
         "reference": cfg.reference,
-        "n_eval": len(rows),
+        "n_eval": len(run.rows),
         "compare_to": base,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "config": cfg.to_dict(),
-        "stage_seconds": pipeline.stage_seconds({{"reward": "reward_model"}.get(k, k) for r in results
-                                                 for k in r.settings.get("stages", {})}),
+        "stage_seconds": run.pipeline.stage_seconds({{"reward": "reward_model"}.get(k, k) for r in results
+                                                     for k in r.settings.get("stages", {})}),
         "methods": [r.to_dict() for r in results],
     }
     out = json_safe(out)  # strict JSON: an undefined SE (n < 2) is null
@@ -311,11 +229,121 @@ def _run_in(cfg: BenchmarkConfig, run_dir: Path, factories: dict[str, Any], data
     return out
 
 
+def _write_config(run_dir: Path, cfg: BenchmarkConfig, replace_rows: bool) -> None:
+    """Write ``config.json``: the resolved config, its methods the union of those run in this run dir (the same
+    preset) unless the run replaces the run dir's."""
+    config_path = run_dir / "config.json"
+    config = cfg.to_dict()
+    if config_path.is_file() and not replace_rows:
+        try:
+            config["methods"] = {**json.loads(config_path.read_text(encoding="utf-8")).get("methods", {}),
+                                 **config["methods"]}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            pass
+    atomic_write_text(config_path, json.dumps(config, indent=2))
+
+
+def _run_method(run: _Run, method: str, outputs: dict[str, list[str]], this_run: dict[str, dict[str, Any]]
+                ) -> MethodResult:
+    """Fit ``method`` (unless its outputs and record are cached), answer and judge the eval rows through the eval
+    env, and write its files; returns its result (and fills ``outputs[method]`` and ``this_run[method]``)."""
+    from ..metrics import win_rate
+
+    cfg, rows = run.cfg, run.rows
+    mdir = run.run_dir / method
+    mdir.mkdir(exist_ok=True)
+    factory = run.factories[method]
+    kwargs, settings, stage_keys, gen_key = _method_key(cfg, run.pipeline, method, factory)
+    done = _read_generations(mdir / "generations.jsonl")
+    keys = [digest([gen_key, r["instruction"], r["input"]])[:32] for r in rows]
+    n_cached = sum(k in done for k in keys)
+    record_path = mdir / f"record-{gen_key}.json"
+    record = _read_record(record_path)
+    agent = None
+    if n_cached < len(rows) or record is None:
+        agent, record = _fit_agent(run, method, kwargs, settings, mdir / f"fit-{gen_key}", record)
+        atomic_write_text(record_path, json.dumps(record))
+    if record["reward"] is not None:
+        settings["reward"] = record["reward"]
+    t0 = time.time()
+    ann, outputs[method], n_generated, n_ann_cached = _generate_and_judge(run, agent, method, keys, done, mdir)
+    if n_generated or n_ann_cached < len(rows):  # this invocation generated or annotated: its time counts
+        record["seconds"]["generate_and_annotate"] = round(
+            record["seconds"]["generate_and_annotate"] + time.time() - t0, 1)
+        atomic_write_text(record_path, json.dumps(record))
+    this_run[method] = {"n_generated": n_generated, "n_generations_cached": n_cached,
+                        "n_annotations_cached": n_ann_cached, "seconds": round(time.time() - t0, 1)}
+    outputs_path = mdir / "model_outputs.json"
+    out_rows = [{**r, "output": o} for r, o in zip(rows, outputs[method])]
+    atomic_write_text(outputs_path, json.dumps(to_alpaca_eval_layout(out_rows, f"{cfg.policy}:{method}"), indent=1,
+                                               ensure_ascii=False))
+    metrics = win_rate([a["preference"] for a in ann], outputs[method])
+    metrics["n_bank_hidden"] = n_hidden = sum(bool(a.get("bank_hidden")) for a in ann)
+    if n_hidden:
+        run.log(f"{method}: {n_hidden} outputs are GPT-4-labelled answers in the judge's answer bank; they were "
+                "hidden from the bank, so their labels were not read back")
+    return MethodResult(
+        method=method, label=method_label(method, settings), reward=settings.get("reward"), metrics=metrics,
+        vs_baseline=None, outputs_path=str(outputs_path), annotations_path=str(mdir / "annotations.json"),
+        settings={**settings, "stages": stage_keys}, seconds=dict(record["seconds"]),
+    )
+
+
+def _fit_agent(run: _Run, method: str, kwargs: dict[str, Any], settings: dict[str, Any], fit_dir: Path,
+               record: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    """Build ``method``'s agent, give it the evaluator and the win-rate eval hook (:func:`~..agents.base.attach`),
+    fit it on the envs and stages it declares; returns the agent and its record (the reward its ``describe()``
+    names, and the fit seconds), which a rerun that builds no agent reads back."""
+    from ..agents import AGENTS
+    from ..agents.base import attach
+
+    cfg, factory = run.cfg, run.factories[method]
+    start: Any = cfg.policy
+    if "policy" not in run.pipeline.wanted(factory, cfg.methods[method]):
+        # a method that takes no policy stage (base) starts from the configured policy, with its dtype/device
+        from ..models import load_policy
+
+        start = load_policy(cfg.policy, **cfg.policy_kwargs)
+    agent = AGENTS.make(cfg.methods[method].get("agent", method), policy=start, **kwargs)
+    # step-wise trainers log a win-rate on a few eval instructions every eval step (their eval.csv)
+    attach(agent, evaluator=cfg.annotator, eval_hook=win_rate_hook(EvalScorer(run.split, run.rows[:RL_EVAL_ROWS])))
+    t0 = time.time()
+    envs = {name: make_env(spec, run.data_dir) for name, spec in getattr(factory, "ENVS", {}).items()}
+    # the method's own training dir is keyed like its outputs: another config or stage never reuses it
+    stages, _ = run.pipeline.stages_for(factory, method, fit_dir, given=cfg.methods[method])
+    agent.fit(envs, **stages)
+    reward = agent.describe().get("reward") or (str(settings["reward"]) if "reward" in settings else None)
+    spent = record["seconds"].get("generate_and_annotate", 0.0) if record else 0.0  # before a resume
+    return agent, {"reward": reward, "seconds": {"fit": round(time.time() - t0, 1), "generate_and_annotate": spent}}
+
+
+def _compare_to(run: _Run, base: str, results: list[MethodResult], outputs: dict[str, list[str]]) -> None:
+    """Each other method's win-rate against method ``base``'s outputs (``base`` is ``output_1``), judged by the
+    evaluator and cached in ``<method>/annotations_vs_<base>.json``; set as the results' ``vs_baseline``."""
+    from ..annotators import make_annotator
+    from ..metrics import win_rate
+
+    cfg = run.cfg
+    # built on first use: a resumed run with every annotation cached never loads it
+    evaluator = LazyAnnotator(lambda: make_annotator(cfg.annotator, **run.evaluator_kwargs))
+    for res in results:
+        if res.method == base:
+            continue
+        pairs = [{"instruction": r["instruction"], "input": r["input"], "dataset": r["dataset"],
+                  "output_1": b, "generator_1": f"{cfg.policy}:{base}", "output_2": o,
+                  "generator_2": f"{cfg.policy}:{res.method}"}
+                 for r, b, o in zip(run.rows, outputs[base], outputs[res.method])]
+        ann, _ = annotate_pairs(evaluator, pairs, cache_path=run.run_dir / res.method / f"annotations_vs_{base}.json",
+                                annotator_id=run.annotator_id, seed=cfg.annotator_seed, progress=run.progress,
+                                desc=f"annotate ({res.method} vs {base})")
+        res.vs_baseline = {"baseline": base, **win_rate([a["preference"] for a in ann], outputs[res.method])}
+
+
 def _method_key(cfg: BenchmarkConfig, pipeline: Pipeline, method: str, factory: Any
                 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str], str]:
     """(agent kwargs, settings, stage keys, generation key) of a method: the key of its cached outputs and record."""
-    kwargs = _agent_kwargs(cfg, method, factory)
-    settings = {"policy": cfg.policy, **{k: v for k, v in kwargs.items() if k != "evaluator"}}
+    kwargs = _agent_kwargs(cfg, pipeline, method, factory)
+    settings = {"policy": cfg.policy, **kwargs}
     stage_keys = _stage_keys(pipeline, factory, cfg.methods[method])
     gen_key = digest({"method": method, "agent": cfg.methods[method].get("agent", method), **settings,
                       "stages": stage_keys})[:16]
@@ -345,18 +373,8 @@ def describe_plan(cfg: BenchmarkConfig, run_dir: str | os.PathLike | None = None
              f"batch {g.batch_size}"]
     factories = {m: AGENTS.resolve(cfg.methods[m].get("agent", m)) for m in cfg.methods}
     wanted = {s for m, f in factories.items() for s in pipeline.wanted(f, cfg.methods[m])}
-    stage_dirs = []
-    if wanted & {"policy", "output_dir", "preferences", "reward"}:
-        stage_dirs.append(("sft", pipeline.sft_dir(), "model/summary.json", cfg.stages.get("sft", {})))
-    if wanted & {"preferences", "reward"}:
-        stage_dirs.append(("preferences", pipeline.run_dir / "stages" / f"preferences-{pipeline.preferences_key()}",
-                           "stage.json", cfg.stages.get("preferences", {})))
-    if "reward" in wanted:
-        stage_dirs.append(("reward_model", pipeline.run_dir / "stages" / f"reward_model-{pipeline.reward_model_key()}",
-                           "model/summary.json", cfg.stages.get("reward_model", {})))
-    for name, folder, marker, fields in stage_dirs:
-        done = (folder / marker).is_file() or (name == "sft" and (folder / "summary.json").is_file())
-        lines.append(f"stage       {name:<26} {'reuse' if done else 'build'}  {folder.name}  {fields or '(defaults)'}")
+    for name, folder, built, fields in pipeline.plan(wanted):
+        lines.append(f"stage       {name:<26} {'reuse' if built else 'build'}  {folder.name}  {fields or '(defaults)'}")
     for method, factory in factories.items():
         _, settings, _, gen_key = _method_key(cfg, pipeline, method, factory)
         cached = _read_generations(run_dir / method / "generations.jsonl")
@@ -378,76 +396,60 @@ def _stage_keys(pipeline: Pipeline, factory: Any, given: dict[str, Any]) -> dict
     return keys
 
 
-def _evaluate_through_env(agent: Any, method: str, rows: list[dict[str, Any]], keys: list[str], done: dict[str, str],
-                          cache: Path, mdir: Path, cfg: BenchmarkConfig, data_dir: Any, eval_reward: dict[str, Any],
-                          annotator_id: str, progress: bool) -> tuple[list[dict[str, Any]], list[str], int, int]:
-    """Run ``agent`` on the eval subset through ``gym.make_vec("AlpacaFarm-v0", split="eval")``, whose reward is the
-    evaluator: each vector step is one batch of observations -> ``agent.respond`` -> ``step`` (ONE batched annotation
-    call), and the final infos carry the evaluator's annotation. Generations are cached per batch (a killed run
-    keeps every finished batch) and annotations per pair (``annotations.json``, keyed by the evaluator's identity),
-    so a rerun regenerates and re-annotates nothing it has. Returns (annotation rows, outputs, n generated, n
-    annotations from the cache)."""
+def _generate_and_judge(run: _Run, agent: Any, method: str, keys: list[str], done: dict[str, str], mdir: Path
+                        ) -> tuple[list[dict[str, Any]], list[str], int, int]:
+    """Answer the eval rows with ``agent`` and judge the answers through the eval-split env whose reward is the
+    evaluator (:class:`~.scoring.EvalEnv`): per batch, ``reset`` -> ``agent.respond`` -> ``step`` (ONE batched
+    annotation call). Generations are cached per batch (``generations.jsonl``, keyed by ``keys``: a killed run keeps
+    every finished batch) and annotations per pair (``annotations.json``, keyed by the evaluator's identity), so a
+    rerun regenerates and re-annotates nothing it has. Returns (annotation rows, outputs, n generated, n annotations
+    from the cache)."""
     from tqdm.auto import tqdm
 
-    from .evaluation import _pair_key, _read_cached_rows, _write_rows
-
-    ann_path = mdir / "annotations.json"
-    cached = _read_cached_rows(ann_path)
+    cfg, rows = run.cfg, run.rows
+    cache = AnnotationCache(mdir / "annotations.json", run.annotator_id, cfg.annotator_seed)
     pairs = [{"instruction": r["instruction"], "input": r["input"], "dataset": r.get("dataset", ""),
               "output_1": r["reference_output"], "generator_1": REFERENCE_NAME} for r in rows]
-    ann: list[dict[str, Any] | None] = [None] * len(rows)
-    n_ann_cached = 0
-    for i, k in enumerate(keys):
-        if k in done:
-            key = _pair_key({**pairs[i], "output_2": done[k]}, annotator_id, cfg.annotator_seed)
-            if key in cached:
-                ann[i], n_ann_cached = cached[key], n_ann_cached + 1
+    ann = [cache.get({**p, "output_2": done[k]}) if k in done else None for p, k in zip(pairs, keys)]
+    n_ann_cached = sum(a is not None for a in ann)
     todo = [i for i, a in enumerate(ann) if a is None]
     bs = max(1, int(cfg.generation.batch_size))
     n_generated = 0
     bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"generate+annotate ({method})", unit="instr",
-               disable=not progress)
-    with open(cache, "a", encoding="utf-8") as f:
+               disable=not run.progress)
+    with open(mdir / "generations.jsonl", "a", encoding="utf-8") as f:
         for start in range(0, len(todo), bs):
             idx = todo[start : start + bs]
-            with warnings.catch_warnings():  # evaluating, not training: the test-set warning is not for us
-                warnings.simplefilter("ignore", TrainingOnTestSetWarning)
-                env = make_env({"id": "AlpacaFarm-v0", "split": "eval", "reference": cfg.reference, "shuffle": False,
-                                "indices": [rows[i]["row_index"] for i in idx], "reward": "annotator",
-                                "reward_kwargs": eval_reward}, data_dir, num_envs=len(idx))
-            obs, _ = env.reset(seed=0)
-            observations = [{k: obs[k][j] for k in ("instruction", "input", "prompt")} for j in range(len(idx))]
+            env = run.split.env([rows[i] for i in idx])
+            observations = env.reset()
             missing = [j for j, i in enumerate(idx) if keys[i] not in done]
             if missing:
                 texts = check_responses(agent.respond([observations[j] for j in missing]), method,
                                         [rows[idx[j]] for j in missing])
-                for j, t in zip(missing, texts):
-                    i = idx[j]
-                    done[keys[i]] = t
-                    f.write(json.dumps({"key": keys[i], "instruction": rows[i]["instruction"], "input": rows[i]["input"],
-                                        "output": t}, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())  # a killed run keeps every finished batch
+                _append_generations(f, [(keys[idx[j]], rows[idx[j]], t) for j, t in zip(missing, texts)], done)
                 n_generated += len(missing)
             responses = [done[keys[i]] for i in idx]
-            _, rewards, _, _, infos = env.step(responses)  # the evaluator's ONE batched call for this batch
-            final = infos["final_info"]
-            for j, i in enumerate(idx):
-                p, q = final["preference"][j], final["probability"][j]
-                a = {"preference": None if p is None else float(p), "probability": None if q is None else float(q),
-                     "annotator": str(final["annotator"][j]), "raw_completion": None}
-                extra = final.get("extra", {})
-                if isinstance(extra, dict) and "bank_hidden" in extra and extra.get("_bank_hidden", [False] * len(idx))[j]:
-                    a["bank_hidden"] = bool(extra["bank_hidden"][j])
-                pair = {**pairs[i], "output_2": responses[j], "generator_2": f"{cfg.policy}:{method}"}
-                ann[i] = {**pair, **a, "key": _pair_key(pair, annotator_id, cfg.annotator_seed)}
+            for i, response, a in zip(idx, responses, env.judge(responses)):  # the evaluator's ONE batched call
+                pair = {**pairs[i], "output_2": response, "generator_2": f"{cfg.policy}:{method}"}
+                ann[i] = {**pair, **a, "key": cache.key(pair)}
             env.close()
-            _write_rows(ann_path, [a for a in ann if a is not None])
+            cache.write([a for a in ann if a is not None])
             bar.update(len(idx))
     bar.close()
     if not todo:
-        _write_rows(ann_path, [a for a in ann if a is not None])
+        cache.write([a for a in ann if a is not None])
     return [a for a in ann if a is not None], [done[k] for k in keys], n_generated, n_ann_cached
+
+
+def _append_generations(f: Any, new: list[tuple[str, dict[str, Any], str]], done: dict[str, str]) -> None:
+    """Append ``(key, eval row, output)`` lines to the open generations cache ``f`` and to ``done``, then fsync (a
+    killed run keeps every finished batch)."""
+    for key, row, text in new:
+        done[key] = text
+        f.write(json.dumps({"key": key, "instruction": row["instruction"], "input": row["input"], "output": text},
+                           ensure_ascii=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def check_responses(texts: Any, method: str, rows: list[dict[str, Any]]) -> list[str]:
