@@ -13,11 +13,11 @@ so a tokenizer that starts sequences with BOS gives ids ``[BOS, token, prompt...
 without BOS). As every SFT target, the loss covers the output + EOS only: the token and the prompt are labelled -100
 (:func:`~.sft_loop.sft_example`). ``respond`` samples behind the positive token.
 
-Tokens: the paper does not publish them. The reference's ``RewardConditioningPromptPostprocessor`` (Quark,
-``rl/quark_utils.py``) prepends ``<reward_0>`` for the best reward quantile, so the positive token is ``<reward_0>``
-and the negative ``<reward_1>`` (two quantiles). They are added to the tokenizer as special tokens (skipped when
-decoding) and their embedding rows, input and output, start at the mean of the existing rows (the reference's
-``utils.stable_resize_token_embeddings``, without jitter).
+Tokens: the paper does not publish them. The reference's ``RewardConditioningPromptPostprocessor``
+(tatsu-lab/alpaca_farm ``src/alpaca_farm/data_postprocessor.py``, used by Quark) prepends ``<reward_0>``, the best
+reward quantile's token, so the positive token is ``<reward_0>`` and the negative ``<reward_1>`` (two quantiles). They
+are added to the tokenizer as special tokens (skipped when decoding) and their embedding rows, input and output, start
+at the mean of the existing rows (``src/alpaca_farm/utils.py`` ``stable_resize_token_embeddings``, without jitter).
 
 Training: continued SFT from the SFT policy with the shared loop (:func:`~.sft_loop.train_sft`); hyper-parameters
 unpublished, so :class:`RewardConditioningConfig` keeps the SFT recipe of ``examples/scripts/sft.sh`` (inferred).
