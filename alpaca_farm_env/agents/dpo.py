@@ -1,6 +1,6 @@
 """``dpo``: Direct Preference Optimization from the SFT policy on the collected pairs, through TRL's ``DPOTrainer``
-(tatsu-lab/alpaca_farm ``examples/scripts/dpo.sh`` -> ``examples/dpo.py``, ``rl/dpo_trainer.py``; added Nov-Dec
-2023, after paper v1).
+(tatsu-lab/alpaca_farm ``examples/scripts/dpo.sh`` -> ``examples/dpo.py``, ``src/alpaca_farm/rl/dpo_trainer.py``;
+added Nov-Dec 2023, after paper v1).
 
 Data (TRL's preference format): per pair with a winner (:func:`~.common.preference_pairs`), ``prompt`` = the
 AlpacaFarm template over instruction and input, ``chosen`` = the preferred output (``output_1`` for preference 1,
