@@ -22,7 +22,8 @@ import math
 import os
 import random
 import re
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from ..utils import stable_hash
 
@@ -132,80 +133,142 @@ def degenerate_response(
     by 1.5-3 times its length of filler or lorem ipsum; word_salad: the prompt's and reference's words shuffled.
     """
     r = _rng(kind, key, seed)
-    prompt = _prompt(instruction, inp)
-    ref = reference or ""
-    if kind == "blank":
-        return r.choice((" ", "\n", "\n\n", "  \n  ", "\t", " \n\n \n"))
-    if kind == "punctuation":
-        unit = r.choice(("...", ".", "-", "?", "!", "*", "…"))
-        return r.choice((" ", "", "\n")).join([unit] * r.randint(1, 12))
-    if kind == "filler":
-        return " ".join(r.choice(_FILLER) for _ in range(r.randint(3, 12)))
-    if kind == "filler_bullets":
-        marker = r.choice(("- ", "* ", "• ", "{i}. "))
-        return "\n".join(marker.format(i=i + 1) + r.choice(_FILLER) for i in range(r.randint(10, 40)))
-    if kind == "repeated_phrase":
-        return r.choice((" ", "\n")).join([r.choice(_PHRASES)] * r.randint(10, 40))
-    if kind == "looped_sentence":
-        # one per line (the training kind ``repetitive`` joins a phrase of a model's answer with spaces)
-        return "\n".join([_first_sentence(ref) or r.choice(_PHRASES)] * r.randint(5, 20))
-    if kind == "empty_bullets":
-        marker = r.choice(("-", "*", "•", "{i}.", "{i})", "- [ ]"))
-        return "\n".join(marker.format(i=i + 1) + r.choice(("", " ")) for i in range(r.randint(10, 40)))
-    if kind == "placeholder_bullets":
-        marker = r.choice(("- ", "* ", "{i}. "))
-        return "\n".join(marker.format(i=i + 1) + r.choice(_PLACEHOLDERS).format(i=i + 1)
-                         for i in range(r.randint(5, 30)))
-    if kind == "markdown_skeleton":
-        secs = r.sample(_SECTIONS, r.randint(3, 8))
-        style = r.choice(("## {s}", "### {s}", "**{s}:**", "# {s}\n"))
-        return "\n\n".join(style.format(s=s) for s in secs)
-    if kind == "lorem_ipsum":
-        n, start = r.randint(30, 150), r.randrange(len(_LOREM))
-        words = [_LOREM[(start + i) % len(_LOREM)] for i in range(n)]
-        return _sentences(words, r)
-    if kind == "gibberish":
-        letters = "abcdefghijklmnopqrstuvwxyz"
-        words = ["".join(r.choice(letters) for _ in range(r.randint(2, 10))) for _ in range(r.randint(15, 80))]
-        return _sentences(words, r)
-    if kind == "prompt_echo":
-        lead = r.choice(("Sure! ", "Here is the response:\n\n", "> ", "Q: "))  # (never the bare prompt: a real
-        # answer in the data says the question back verbatim)
-        return lead + "\n\n".join([prompt.strip()] * r.randint(1, 3))
-    if kind == "chat_echo":
-        from ..data import format_prompt
+    generate = _GENERATORS.get(kind)
+    if generate is None:
+        raise ValueError(f"unknown degenerate kind {kind!r}; one of {SUITE_KINDS}")
+    return generate(_Ask(instruction, inp, _prompt(instruction, inp), reference or "", other_reference), r)
 
-        return r.choice(_CHAT_TEMPLATES).format(prompt=prompt.strip(), alpaca=format_prompt(instruction, inp))
-    if kind == "keyword_stuffing":
-        words = [w for w in _WORD_RE.findall(prompt.lower()) if w not in _STOP and len(w) > 2] or ["answer"]
-        stuffed = [r.choice(words) for _ in range(r.randint(20, 80))]
-        sep = r.choice((" ", ", ", "\n- "))
-        return ("- " if sep == "\n- " else "") + sep.join(stuffed)
-    if kind == "off_topic":
-        return other_reference
-    if kind == "cut_off":
-        cut = max(2, int(len(ref) * r.uniform(0.1, 0.4)))
-        while 0 < cut < len(ref) - 1 and not (ref[cut - 1].isalnum() and ref[cut].isalnum()):
-            cut += 1  # inside a word, always (a cut at a word boundary is the training kind ``truncated``)
-        out = ref[:cut]
-        return out if out != ref else (ref[:-1] or "…")
-    if kind == "padded_with_filler":
-        target = max(40, int(len(ref.split()) * r.uniform(1.5, 3.0)))
-        if r.random() < 0.5:
-            pad, n = [], 0
-            while n < target:
-                s = r.choice(_FILLER)
-                pad.append(s)
-                n += len(s.split())
-            filler = " ".join(pad)
-        else:
-            start = r.randrange(len(_LOREM))
-            filler = _sentences([_LOREM[(start + i) % len(_LOREM)] for i in range(target)], r)
-        return ref.rstrip() + "\n\n" + filler
-    if kind == "word_salad":
-        pool = _WORD_RE.findall(prompt.lower()) + _WORD_RE.findall(ref.lower()) or ["word"]
-        return " ".join(r.choice(pool) for _ in range(r.randint(20, 60))).capitalize() + "."
-    raise ValueError(f"unknown degenerate kind {kind!r}; one of {SUITE_KINDS}")
+
+@dataclass(frozen=True)
+class _Ask:
+    """What a generator may use: the prompt (``instruction``, ``input``, both as one ``prompt``), its reference
+    answer and another prompt's reference."""
+
+    instruction: str
+    inp: str
+    prompt: str
+    ref: str
+    other_reference: str
+
+
+# One generator per kind: ``(ask, rng) -> response``; each draws from its own seeded RNG only.
+def _blank(a: _Ask, r: random.Random) -> str:
+    return r.choice((" ", "\n", "\n\n", "  \n  ", "\t", " \n\n \n"))
+
+
+def _punctuation(a: _Ask, r: random.Random) -> str:
+    unit = r.choice(("...", ".", "-", "?", "!", "*", "…"))
+    return r.choice((" ", "", "\n")).join([unit] * r.randint(1, 12))
+
+
+def _filler(a: _Ask, r: random.Random) -> str:
+    return " ".join(r.choice(_FILLER) for _ in range(r.randint(3, 12)))
+
+
+def _filler_bullets(a: _Ask, r: random.Random) -> str:
+    marker = r.choice(("- ", "* ", "• ", "{i}. "))
+    return "\n".join(marker.format(i=i + 1) + r.choice(_FILLER) for i in range(r.randint(10, 40)))
+
+
+def _repeated_phrase(a: _Ask, r: random.Random) -> str:
+    return r.choice((" ", "\n")).join([r.choice(_PHRASES)] * r.randint(10, 40))
+
+
+def _looped_sentence(a: _Ask, r: random.Random) -> str:
+    # one per line (the training kind ``repetitive`` joins a phrase of a model's answer with spaces)
+    return "\n".join([_first_sentence(a.ref) or r.choice(_PHRASES)] * r.randint(5, 20))
+
+
+def _empty_bullets(a: _Ask, r: random.Random) -> str:
+    marker = r.choice(("-", "*", "•", "{i}.", "{i})", "- [ ]"))
+    return "\n".join(marker.format(i=i + 1) + r.choice(("", " ")) for i in range(r.randint(10, 40)))
+
+
+def _placeholder_bullets(a: _Ask, r: random.Random) -> str:
+    marker = r.choice(("- ", "* ", "{i}. "))
+    return "\n".join(marker.format(i=i + 1) + r.choice(_PLACEHOLDERS).format(i=i + 1)
+                     for i in range(r.randint(5, 30)))
+
+
+def _markdown_skeleton(a: _Ask, r: random.Random) -> str:
+    secs = r.sample(_SECTIONS, r.randint(3, 8))
+    style = r.choice(("## {s}", "### {s}", "**{s}:**", "# {s}\n"))
+    return "\n\n".join(style.format(s=s) for s in secs)
+
+
+def _lorem_ipsum(a: _Ask, r: random.Random) -> str:
+    n, start = r.randint(30, 150), r.randrange(len(_LOREM))
+    words = [_LOREM[(start + i) % len(_LOREM)] for i in range(n)]
+    return _sentences(words, r)
+
+
+def _gibberish(a: _Ask, r: random.Random) -> str:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(r.choice(letters) for _ in range(r.randint(2, 10))) for _ in range(r.randint(15, 80))]
+    return _sentences(words, r)
+
+
+def _prompt_echo(a: _Ask, r: random.Random) -> str:
+    lead = r.choice(("Sure! ", "Here is the response:\n\n", "> ", "Q: "))  # (never the bare prompt: a real
+    # answer in the data says the question back verbatim)
+    return lead + "\n\n".join([a.prompt.strip()] * r.randint(1, 3))
+
+
+def _chat_echo(a: _Ask, r: random.Random) -> str:
+    from ..data import format_prompt
+
+    return r.choice(_CHAT_TEMPLATES).format(prompt=a.prompt.strip(), alpaca=format_prompt(a.instruction, a.inp))
+
+
+def _keyword_stuffing(a: _Ask, r: random.Random) -> str:
+    words = [w for w in _WORD_RE.findall(a.prompt.lower()) if w not in _STOP and len(w) > 2] or ["answer"]
+    stuffed = [r.choice(words) for _ in range(r.randint(20, 80))]
+    sep = r.choice((" ", ", ", "\n- "))
+    return ("- " if sep == "\n- " else "") + sep.join(stuffed)
+
+
+def _off_topic(a: _Ask, r: random.Random) -> str:
+    return a.other_reference
+
+
+def _cut_off(a: _Ask, r: random.Random) -> str:
+    ref = a.ref
+    cut = max(2, int(len(ref) * r.uniform(0.1, 0.4)))
+    while 0 < cut < len(ref) - 1 and not (ref[cut - 1].isalnum() and ref[cut].isalnum()):
+        cut += 1  # inside a word, always (a cut at a word boundary is the training kind ``truncated``)
+    out = ref[:cut]
+    return out if out != ref else (ref[:-1] or "…")
+
+
+def _padded_with_filler(a: _Ask, r: random.Random) -> str:
+    target = max(40, int(len(a.ref.split()) * r.uniform(1.5, 3.0)))
+    if r.random() < 0.5:
+        pad, n = [], 0
+        while n < target:
+            s = r.choice(_FILLER)
+            pad.append(s)
+            n += len(s.split())
+        filler = " ".join(pad)
+    else:
+        start = r.randrange(len(_LOREM))
+        filler = _sentences([_LOREM[(start + i) % len(_LOREM)] for i in range(target)], r)
+    return a.ref.rstrip() + "\n\n" + filler
+
+
+def _word_salad(a: _Ask, r: random.Random) -> str:
+    pool = _WORD_RE.findall(a.prompt.lower()) + _WORD_RE.findall(a.ref.lower()) or ["word"]
+    return " ".join(r.choice(pool) for _ in range(r.randint(20, 60))).capitalize() + "."
+
+
+_GENERATORS: dict[str, Callable[[_Ask, random.Random], str]] = {
+    "blank": _blank, "punctuation": _punctuation, "filler": _filler, "filler_bullets": _filler_bullets,
+    "repeated_phrase": _repeated_phrase, "looped_sentence": _looped_sentence, "empty_bullets": _empty_bullets,
+    "placeholder_bullets": _placeholder_bullets, "markdown_skeleton": _markdown_skeleton, "lorem_ipsum": _lorem_ipsum,
+    "gibberish": _gibberish, "prompt_echo": _prompt_echo, "chat_echo": _chat_echo,
+    "keyword_stuffing": _keyword_stuffing, "off_topic": _off_topic, "cut_off": _cut_off,
+    "padded_with_filler": _padded_with_filler, "word_salad": _word_salad,
+}
+assert tuple(_GENERATORS) == SUITE_KINDS
 
 
 def _sentences(words: Sequence[str], r: random.Random) -> str:
@@ -289,7 +352,7 @@ def evaluate_degenerate(
     import time
 
     from ..annotators import make_annotator
-    from ..annotators.base import with_data_dir
+    from ..context import RewardContext
 
     unknown = sorted(set(kinds) - set(SUITE_KINDS))
     if unknown:
@@ -298,7 +361,7 @@ def evaluate_degenerate(
     name = getattr(annotator, "name", type(annotator).__name__)
     if isinstance(annotator, str):
         name = annotator
-        judge = make_annotator(annotator, **with_data_dir(annotator, dict(annotator_kwargs or {}), data_dir))
+        judge = make_annotator(annotator, context=RewardContext.of(data_dir), **dict(annotator_kwargs or {}))
     result: dict[str, Any] = {"annotator": name, "seed": seed, "n_prompts": n_prompts, "kinds": list(kinds),
                               "reference": reference, "target_loss_rate": TARGET_LOSS_RATE, "splits": {}}
     for split in splits:
