@@ -29,6 +29,7 @@ from ..utils import atomic_write_text, digest, file_lock, json_safe
 from .config import BenchmarkConfig, eval_subset
 from .evaluation import AnnotationCache, LazyAnnotator, annotate_pairs, to_alpaca_eval_layout
 from .pipeline import Pipeline, make_env
+from .rundir import append_generations, check_run_dir_owner, default_run_dir, read_generations, read_record
 from .scoring import REFERENCE_NAME, EvalScorer, EvalSplit, win_rate_hook
 
 
@@ -46,15 +47,6 @@ class MethodResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def default_run_dir(cfg: BenchmarkConfig, evaluator_identity: str = "") -> Path:
-    """``<runs_root>/<name>-<digest of what determines the results>``: the same settings resume the same run, and a
-    changed evaluator (its identity: configuration, artifacts, training data) starts a new one."""
-    key = cfg.to_dict()
-    key.pop("runs_root", None)
-    key["evaluator_identity"] = evaluator_identity
-    return Path(cfg.runs_root) / f"{cfg.name}-{digest(key)[:10]}"
 
 
 RL_EVAL_ROWS = 16  # eval instructions an RL agent's periodic win-rate uses (a trend in its eval.csv, not the result)
@@ -95,7 +87,8 @@ def run_benchmark(
     A run dir belongs to one preset: a run dir whose ``config.json`` holds other settings is refused unless ``force``
     (which then replaces the run dir's leaderboard rows)."""
     from ..agents import AGENTS
-    from ..annotators import annotator_identity, with_data_dir
+    from ..annotators import annotator_identity
+    from ..context import RewardContext
     from ..rewards.annotator_reward import reward_is_evaluator
     from . import leaderboard
 
@@ -106,8 +99,8 @@ def run_benchmark(
     if cfg.compare_to is not None and cfg.compare_to not in cfg.methods:
         log(f"compare_to={cfg.compare_to!r} is not among the methods run; no second baseline column")
     factories = {m: AGENTS.resolve(cfg.methods[m].get("agent", m)) for m in cfg.methods}  # unknown names fail here
-    evaluator_kwargs = with_data_dir(cfg.annotator, cfg.annotator_kwargs, data_dir)
-    evaluator_id = annotator_identity(cfg.annotator, **evaluator_kwargs)
+    evaluator_kwargs = dict(cfg.annotator_kwargs)
+    evaluator_id = annotator_identity(cfg.annotator, context=RewardContext.of(data_dir), **evaluator_kwargs)
     for m, kw in cfg.methods.items():  # refuse before any compute (the agent checks again)
         if "reward" in kw and reward_is_evaluator(kw["reward"], kw.get("reward_kwargs"), cfg.annotator,
                                                   cfg.annotator_kwargs, data_dir):
@@ -136,30 +129,6 @@ def eval_instructions(cfg: BenchmarkConfig, data_dir: Any) -> list[dict[str, Any
         raise ConfigError(f"config {cfg.name!r}: n_eval: {cfg.n_eval} is more than the {len(rows)} eval instructions; "
                           f"use null (or {len(rows)}) for all of them")
     return eval_subset(rows, cfg.n_eval, cfg.subset_seed)
-
-
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in ("methods", "runs_root")}
-
-
-def check_run_dir_owner(run_dir: Path, cfg: BenchmarkConfig, force: bool) -> None:
-    """Refuse a run dir whose ``config.json`` holds other settings: its caches, results and leaderboard rows belong
-    to that preset. Running a subset or a superset of the same preset's methods is the same run."""
-    path = run_dir / "config.json"
-    if force or not path.is_file():
-        return
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return  # an unreadable record is replaced
-    new = cfg.to_dict()
-    differs = sorted(k for k in set(_comparable(old)) | set(_comparable(new)) if old.get(k) != new.get(k))
-    shared = set(old.get("methods") or {}) & set(new["methods"])
-    differs += [f"methods.{m}" for m in sorted(shared) if old["methods"][m] != new["methods"][m]]
-    if differs:
-        raise ConfigError(f"{run_dir} holds a run of preset {old.get('name')!r} with other settings "
-                          f"({', '.join(differs)}) than preset {cfg.name!r}; pass another --run-dir, or --force to "
-                          "replace that run")
 
 
 @dataclass
@@ -254,11 +223,11 @@ def _run_method(run: _Run, method: str, outputs: dict[str, list[str]], this_run:
     mdir.mkdir(exist_ok=True)
     factory = run.factories[method]
     kwargs, settings, stage_keys, gen_key = _method_key(cfg, run.pipeline, method, factory)
-    done = _read_generations(mdir / "generations.jsonl")
+    done = read_generations(mdir / "generations.jsonl")
     keys = [digest([gen_key, r["instruction"], r["input"]])[:32] for r in rows]
     n_cached = sum(k in done for k in keys)
     record_path = mdir / f"record-{gen_key}.json"
-    record = _read_record(record_path)
+    record = read_record(record_path)
     agent = None
     if n_cached < len(rows) or record is None:
         agent, record = _fit_agent(run, method, kwargs, settings, mdir / f"fit-{gen_key}", record)
@@ -321,11 +290,13 @@ def _compare_to(run: _Run, base: str, results: list[MethodResult], outputs: dict
     """Each other method's win-rate against method ``base``'s outputs (``base`` is ``output_1``), judged by the
     evaluator and cached in ``<method>/annotations_vs_<base>.json``; set as the results' ``vs_baseline``."""
     from ..annotators import make_annotator
+    from ..context import RewardContext
     from ..metrics import win_rate
 
     cfg = run.cfg
     # built on first use: a resumed run with every annotation cached never loads it
-    evaluator = LazyAnnotator(lambda: make_annotator(cfg.annotator, **run.evaluator_kwargs))
+    evaluator = LazyAnnotator(lambda: make_annotator(cfg.annotator, context=RewardContext.of(run.data_dir),
+                                                     **run.evaluator_kwargs))
     for res in results:
         if res.method == base:
             continue
@@ -355,12 +326,13 @@ def describe_plan(cfg: BenchmarkConfig, run_dir: str | os.PathLike | None = None
     """What :func:`run_benchmark` would do, after the same checks, without doing any of it: the run dir, the eval
     instructions, each shared stage (built or reused) and each method (its settings and cached outputs)."""
     from ..agents import AGENTS
-    from ..annotators import annotator_identity, with_data_dir
+    from ..annotators import annotator_identity
+    from ..context import RewardContext
 
     cfg.validate(f"config {cfg.name!r}")
     if cfg.policy is None:
         raise ConfigError(f"preset {cfg.name!r} needs a policy: pass --policy (e.g. the path of your SFT10k model)")
-    evaluator_id = annotator_identity(cfg.annotator, **with_data_dir(cfg.annotator, cfg.annotator_kwargs, data_dir))
+    evaluator_id = annotator_identity(cfg.annotator, context=RewardContext.of(data_dir), **cfg.annotator_kwargs)
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg, evaluator_id)
     check_run_dir_owner(run_dir, cfg, force)
     rows = eval_instructions(cfg, data_dir)
@@ -377,7 +349,7 @@ def describe_plan(cfg: BenchmarkConfig, run_dir: str | os.PathLike | None = None
         lines.append(f"stage       {name:<26} {'reuse' if built else 'build'}  {folder.name}  {fields or '(defaults)'}")
     for method, factory in factories.items():
         _, settings, _, gen_key = _method_key(cfg, pipeline, method, factory)
-        cached = _read_generations(run_dir / method / "generations.jsonl")
+        cached = read_generations(run_dir / method / "generations.jsonl")
         n = sum(digest([gen_key, r["instruction"], r["input"]])[:32] in cached for r in rows)
         given = {k: v for k, v in cfg.methods[method].items()}
         lines.append(f"method      {method:<26} {n}/{len(rows)} outputs cached  {given or '(defaults)'}")
@@ -426,7 +398,7 @@ def _generate_and_judge(run: _Run, agent: Any, method: str, keys: list[str], don
             if missing:
                 texts = check_responses(agent.respond([observations[j] for j in missing]), method,
                                         [rows[idx[j]] for j in missing])
-                _append_generations(f, [(keys[idx[j]], rows[idx[j]], t) for j, t in zip(missing, texts)], done)
+                append_generations(f, [(keys[idx[j]], rows[idx[j]], t) for j, t in zip(missing, texts)], done)
                 n_generated += len(missing)
             responses = [done[keys[i]] for i in idx]
             for i, response, a in zip(idx, responses, env.judge(responses)):  # the evaluator's ONE batched call
@@ -439,17 +411,6 @@ def _generate_and_judge(run: _Run, agent: Any, method: str, keys: list[str], don
     if not todo:
         cache.write([a for a in ann if a is not None])
     return [a for a in ann if a is not None], [done[k] for k in keys], n_generated, n_ann_cached
-
-
-def _append_generations(f: Any, new: list[tuple[str, dict[str, Any], str]], done: dict[str, str]) -> None:
-    """Append ``(key, eval row, output)`` lines to the open generations cache ``f`` and to ``done``, then fsync (a
-    killed run keeps every finished batch)."""
-    for key, row, text in new:
-        done[key] = text
-        f.write(json.dumps({"key": key, "instruction": row["instruction"], "input": row["input"], "output": text},
-                           ensure_ascii=False) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
 
 
 def check_responses(texts: Any, method: str, rows: list[dict[str, Any]]) -> list[str]:
@@ -465,29 +426,3 @@ def check_responses(texts: Any, method: str, rows: list[dict[str, Any]]) -> list
             raise AgentError(f"agent {method!r}: respond() returned {t!r} ({type(t).__name__}), not a string, for "
                              f"eval row {r.get('row_index')} ({r['instruction'][:60]!r})")
     return list(texts)
-
-
-def _read_record(path: Path) -> dict[str, Any] | None:
-    """A method's record (reward label, fit and generation seconds); None when missing or unreadable, in which case
-    the method is built and fitted again rather than reported without it."""
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(rec, dict) and isinstance(rec.get("seconds"), dict) and "reward" in rec:
-            return rec
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        pass
-    return None
-
-
-def _read_generations(path: Path) -> dict[str, str]:
-    """Cached outputs by key; a torn last line (killed mid-write) is ignored."""
-    done: dict[str, str] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-                done[rec["key"]] = rec["output"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-    return done
-
