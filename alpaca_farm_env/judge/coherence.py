@@ -196,52 +196,24 @@ def _segments(text: str) -> list[str]:
 
 
 def text_junk(prompt: str, output: str) -> dict[str, float]:
-    """The gate's text evidence for one output (each in [0, 1], 0 for real answers; see the module docstring)."""
+    """The gate's text evidence for one output (each in [0, 1], 0 for real answers; see the module docstring):
+    returns ``{question: evidence}`` for the questions asked of this output (``{"empty": 1.0}`` for a blank one)."""
     o = output or ""
     visible = [c for c in o if not c.isspace()]
     if not visible:
         return {"empty": 1.0}
     ev: dict[str, float] = {}
     asks_symbols = bool(re.search(r"emoji|symbol|ascii|unicode|character|punctuat", prompt, re.I))
-    if not _WORD_RE.search(o) and not asks_symbols:
-        ev["empty"] = 1.0
-    # another script than the prompt's, in an exchange that is not about languages
-    foreign = sum(not _latin(c) for c in visible) / len(visible)
-    p_visible = [c for c in prompt if not c.isspace()]
-    p_foreign = sum(not _latin(c) for c in p_visible) / max(1, len(p_visible))
-    if p_foreign < 0.05 and not _LANGUAGE_RE.search(prompt):
-        ev["foreign_script"] = _ramp(foreign, 0.1, 0.3)
     tokens = _TOKEN_RE.findall(o)
     alpha = _alpha_words(o)
-    cpp = _piece_lengths(alpha)
-    if not _LANGUAGE_RE.search(prompt):  # (a translation is not English)
-        ev["not_language"] = (_ramp(_not_language(alpha, cpp), 0.35, 0.6) if len(alpha) >= 2
-                              else float(len(alpha) == 1 and len(alpha[0]) >= 6 and cpp[0] < 2.5))
-    # symbols: visible characters that are neither letters, digits nor ordinary punctuation
-    sym = sum(not (c.isalnum() or c in ".,;:!?'\"()-–—/%$&*#|") for c in visible) / len(visible)
-    if not _CODE_RE.search(prompt):
-        ev["symbols"] = _ramp(sym, 0.15, 0.3) if len(visible) >= 3 else 0.0
+    _character_evidence(prompt, o, visible, alpha, asks_symbols, ev)
     lines = [ln for ln in o.splitlines() if ln.strip()]
     bad, n_func = _broken_order(tokens)
     ev["word_order"] = _ramp(bad / n_func, 0.12, 0.25) if n_func >= 4 else (1.0 if bad >= 2 else 0.0)
-    if asks_symbols:
-        ev.pop("symbols", None)
-    # cut off: the last word is a fragment (cut into short pieces, or a hyphen) or a determiner, preposition or
-    # conjunction with nothing after it
-    last = tokens[-1] if tokens else ""
-    last_word = re.sub(r"^\W+", "", last).lower()
-    if not re.search(r"[.!?:;)\]\"'`*]$", last) and len(tokens) >= 2:
-        fragment = last.endswith("-") or (last_word.isalpha() and len(last_word) >= 3
-                                          and _piece_lengths([last_word])[0] < 2.0)
-        dangling = last_word in (_DET | _PREP | _CONJ)
-        ev["cut_off"] = 0.3 if fragment or dangling else 0.0
-    # words with no grammar: 6+ words in running text (not list lines, not formulas), almost no function words;
-    # ``junk_scores`` counts it only for an output unrelated to the prompt (a list of related words is an answer)
-    prose = [t for ln in lines if not _STRUCT_RE.match(ln) for t in ln.split()]
-    if (len(prose) >= 6 and len(prose) >= 0.5 * len(tokens) and len(_alpha_words(" ".join(prose))) >= 0.8 * len(prose)
-            and not _LANGUAGE_RE.search(prompt)):
-        n_f = sum(re.sub(r"^\W+|\W+$", "", t).lower() in _FUNCTION for t in prose)
-        ev["no_grammar"] = _ramp(0.12 - n_f / len(prose), 0.0, 0.06) * (len(prose) >= 10 or 0.5)
+    if len(tokens) >= 2 and (cut := _cut_off(tokens[-1])) is not None:
+        ev["cut_off"] = cut
+    if (no_grammar := _no_grammar(prompt, lines, tokens)) is not None:
+        ev["no_grammar"] = no_grammar
     sents = [s for s in _SENT_RE.split(o) if s.strip()]
     ev["repeated_sentences"] = _ramp(_repeated(sents), 0.4, 0.6)
     words = _WORD_RE.findall(o.lower())
@@ -250,7 +222,68 @@ def text_junk(prompt: str, output: str) -> dict[str, float]:
     content = [w for w in alpha if len(w) >= 3 and w.lower() not in _PLACEHOLDER_WORDS]
     ev["hollow_structure"] = (_ramp(hollow / len(lines), 0.5, 0.8) if len(lines) >= 2 and struct and len(content) < 4
                               else 0.0)
-    # the prompt said back
+    if (echo := _echo(prompt, words)) is not None:
+        ev["echo"] = echo
+    segs = _segments(o)
+    if len(segs) >= 2:
+        ev["padding"] = _padding(segs, ev)
+        if hollow >= 2:  # a skeleton of headers or bullets around an answer
+            ev["padding"] = max(ev["padding"], _ramp(hollow / len(lines), 0.3, 0.5))
+    return ev
+
+
+def _character_evidence(prompt: str, o: str, visible: Sequence[str], alpha: Sequence[str], asks_symbols: bool,
+                        ev: dict[str, float]) -> None:
+    """Adds to ``ev`` the evidence of the characters and words: no word at all (``empty``), another script than the
+    prompt's (``foreign_script``), words that are not language (``not_language``) and symbols (``symbols``), each
+    where the prompt does not ask for them."""
+    if not _WORD_RE.search(o) and not asks_symbols:
+        ev["empty"] = 1.0
+    # another script than the prompt's, in an exchange that is not about languages
+    foreign = sum(not _latin(c) for c in visible) / len(visible)
+    p_visible = [c for c in prompt if not c.isspace()]
+    p_foreign = sum(not _latin(c) for c in p_visible) / max(1, len(p_visible))
+    if p_foreign < 0.05 and not _LANGUAGE_RE.search(prompt):
+        ev["foreign_script"] = _ramp(foreign, 0.1, 0.3)
+    cpp = _piece_lengths(alpha)
+    if not _LANGUAGE_RE.search(prompt):  # (a translation is not English)
+        ev["not_language"] = (_ramp(_not_language(alpha, cpp), 0.35, 0.6) if len(alpha) >= 2
+                              else float(len(alpha) == 1 and len(alpha[0]) >= 6 and cpp[0] < 2.5))
+    # symbols: visible characters that are neither letters, digits nor ordinary punctuation
+    sym = sum(not (c.isalnum() or c in ".,;:!?'\"()-–—/%$&*#|") for c in visible) / len(visible)
+    if not _CODE_RE.search(prompt) and not asks_symbols:
+        ev["symbols"] = _ramp(sym, 0.15, 0.3) if len(visible) >= 3 else 0.0
+
+
+def _cut_off(last: str) -> float | None:
+    """Evidence that the output is cut off, from its last token (None when it ends on a stop): 0.3 when the last
+    word is a fragment (cut into short pieces, or a hyphen) or a determiner, preposition or conjunction with nothing
+    after it."""
+    last_word = re.sub(r"^\W+", "", last).lower()
+    if re.search(r"[.!?:;)\]\"'`*]$", last):
+        return None
+    fragment = last.endswith("-") or (last_word.isalpha() and len(last_word) >= 3
+                                      and _piece_lengths([last_word])[0] < 2.0)
+    dangling = last_word in (_DET | _PREP | _CONJ)
+    return 0.3 if fragment or dangling else 0.0
+
+
+def _no_grammar(prompt: str, lines: Sequence[str], tokens: Sequence[str]) -> float | None:
+    """Words with no grammar: 6+ words in running text (not list lines, not formulas), almost no function words
+    (None when the output has no such running text, or the prompt is about languages). ``junk_scores`` counts it
+    only for an output unrelated to the prompt (a list of related words is an answer)."""
+    prose = [t for ln in lines if not _STRUCT_RE.match(ln) for t in ln.split()]
+    if (len(prose) >= 6 and len(prose) >= 0.5 * len(tokens) and len(_alpha_words(" ".join(prose))) >= 0.8 * len(prose)
+            and not _LANGUAGE_RE.search(prompt)):
+        n_f = sum(re.sub(r"^\W+|\W+$", "", t).lower() in _FUNCTION for t in prose)
+        return _ramp(0.12 - n_f / len(prose), 0.0, 0.06) * (len(prose) >= 10 or 0.5)
+    return None
+
+
+def _echo(prompt: str, words: Sequence[str]) -> float | None:
+    """Evidence that the output is the prompt said back (its lower-cased ``words``): 1 for the prompt or the
+    instruction itself, else how much of it is copied from the prompt and holds the instruction (None when the
+    output is too short to tell)."""
     p_words = _WORD_RE.findall(prompt.lower())
     p_grams = {tuple(p_words[i: i + 3]) for i in range(len(p_words) - 2)}
     o_grams = [tuple(words[i: i + 3]) for i in range(len(words) - 2)]
@@ -259,37 +292,34 @@ def text_junk(prompt: str, output: str) -> dict[str, float]:
     norm_i = " ".join(instr_words)
     if norm_o and (norm_o == norm_p or norm_o == norm_i or (len(instr_words) >= 3 and norm_i in norm_o
                                                               and len(words) <= len(instr_words) + 3)):
-        ev["echo"] = 1.0
-    elif len(o_grams) >= 3 and p_grams:
+        return 1.0
+    if len(o_grams) >= 3 and p_grams:
         copied = sum(g in p_grams for g in o_grams) / len(o_grams)
         f_grams = {tuple(instr_words[i: i + 3]) for i in range(len(instr_words) - 2)}
         holds = sum(g in set(o_grams) for g in f_grams) / len(f_grams) if f_grams else 0.0
-        ev["echo"] = _ramp(copied, 0.85, 0.95) * _ramp(holds, 0.5, 0.8)
-    # padding: the share of the output's words in segments that are junk on their own
-    segs = _segments(o)
-    if len(segs) >= 2:
-        junk_words = total = 0
-        seen: set[str] = set()
-        for seg in segs:
-            toks = seg.split()
-            total += len(toks)
-            key = " ".join(_WORD_RE.findall(seg.lower()))
-            a = _alpha_words(seg)
-            s_vis = [c for c in seg if not c.isspace()]
-            junk = (
-                (len(a) >= 3 and "not_language" in ev and _not_language(a, _piece_lengths(a)) >= 0.5)
-                or (len(s_vis) >= 6 and sum(not _latin(c) for c in s_vis) / len(s_vis) >= 0.5
-                    and "foreign_script" in ev)
-                or (len(s_vis) >= 6 and "symbols" in ev and sum(not (c.isalnum() or c in ".,;:!?'\"()-/%$&*#|")
-                                                                for c in s_vis) / len(s_vis) >= 0.4)
-                or (len(toks) >= 6 and (lambda b: b[1] >= 3 and b[0] / b[1] >= 0.3)(_broken_order(toks, False)))
-            )
-            seen.add(key)
-            junk_words += len(toks) if junk else 0
-        ev["padding"] = _ramp(junk_words / max(1, total), 0.1, 0.25)
-        if hollow >= 2:  # a skeleton of headers or bullets around an answer
-            ev["padding"] = max(ev["padding"], _ramp(hollow / len(lines), 0.3, 0.5))
-    return ev
+        return _ramp(copied, 0.85, 0.95) * _ramp(holds, 0.5, 0.8)
+    return None
+
+
+def _padding(segs: Sequence[str], ev: dict[str, float]) -> float:
+    """Padding: the share of the output's words in segments (``_segments``) that are junk on their own, by the
+    questions ``ev`` asked of the whole output (not language, another script, symbols) and by their word order."""
+    junk_words = total = 0
+    for seg in segs:
+        toks = seg.split()
+        total += len(toks)
+        a = _alpha_words(seg)
+        s_vis = [c for c in seg if not c.isspace()]
+        junk = (
+            (len(a) >= 3 and "not_language" in ev and _not_language(a, _piece_lengths(a)) >= 0.5)
+            or (len(s_vis) >= 6 and sum(not _latin(c) for c in s_vis) / len(s_vis) >= 0.5
+                and "foreign_script" in ev)
+            or (len(s_vis) >= 6 and "symbols" in ev and sum(not (c.isalnum() or c in ".,;:!?'\"()-/%$&*#|")
+                                                            for c in s_vis) / len(s_vis) >= 0.4)
+            or (len(toks) >= 6 and (lambda b: b[1] >= 3 and b[0] / b[1] >= 0.3)(_broken_order(toks, False)))
+        )
+        junk_words += len(toks) if junk else 0
+    return _ramp(junk_words / max(1, total), 0.1, 0.25)
 
 
 def junk_scores(prompts: Sequence[str], outputs: Sequence[str], cos: np.ndarray | None = None,
