@@ -162,6 +162,57 @@ def test_a_broken_user_agent_exits_2_naming_it(tmp_path, capsys, user_agents, cl
     assert not outputs.exists() or outputs.read_text() == ""  # nothing of it was cached or scored
 
 
+MINIMAL_AGENTS_PY = textwrap.dedent('''
+    class Minimal:
+        """Only what the protocol requires of a user's agent: name, ENVS, STAGES, fit, respond."""
+        name = "minimal"
+        ENVS = {}
+        STAGES = ()
+        built = []
+
+        def __init__(self, policy=None, **settings):
+            self.settings = settings
+            self.before_fit = None
+            Minimal.built.append(self)
+
+        def fit(self, envs, **stages):
+            self.before_fit = {"evaluator": self.evaluator, "eval_hook": self.eval_hook, "history": self.history,
+                               "describe": self.describe()}
+
+        def respond(self, observations):
+            return ["an answer " * (len(o["instruction"]) % 13) for o in observations]  # some beat Davinci003
+
+
+    class DeclaresGeneration(Minimal):
+        GENERATION_KEYS = ("max_new_tokens", "seed")
+''')
+
+
+def test_a_minimal_user_agent_gets_the_protocol_members_and_its_declared_generation_settings(
+        tmp_path, capsys, monkeypatch):
+    (tmp_path / "minimal_agents.py").write_text(MINIMAL_AGENTS_PY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = _cfg(mine={"agent": "minimal_agents:Minimal"}, declared={"agent": "minimal_agents:DeclaresGeneration"})
+    run_dir = tmp_path / "run"
+    rc, _, err = _run(capsys, _write(tmp_path, cfg), run_dir)
+    assert rc == 0, err
+    import minimal_agents
+
+    mine, declared = minimal_agents.Minimal.built
+    # set by the benchmark before fit: the evaluator, the win-rate hook, and the defaults of what the agent lacks
+    assert mine.before_fit["evaluator"] == "longer" and callable(mine.before_fit["eval_hook"])
+    assert mine.before_fit["history"] == [] and mine.before_fit["describe"] == {}
+    # generation settings only where the class declares them (GENERATION_KEYS), never by its signature
+    assert mine.settings == {} and declared.settings == {"max_new_tokens": 4, "seed": 0}
+    res = json.loads((run_dir / "results.json").read_text())
+    by = {m["method"]: m for m in res["methods"]}
+    assert by["mine"]["reward"] is None and "max_new_tokens" not in by["mine"]["settings"]
+    # one evaluation path: the training-time hook judges the same rows the same way as the reported win-rate
+    hooked = mine.eval_hook(mine)
+    assert 0 < by["mine"]["metrics"]["win_rate"] < 100  # "longer": some answers win, some lose
+    assert hooked["eval_n"] == N_EVAL and hooked["eval_win_rate"] == by["mine"]["metrics"]["win_rate"]
+
+
 def test_a_bug_in_the_package_still_exits_1_with_its_traceback(tmp_path, capsys, monkeypatch):
     import alpaca_farm_env.benchmark.runner as runner
 

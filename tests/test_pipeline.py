@@ -1,6 +1,6 @@
 """The whole AlpacaFarm pipeline as one command on a tiny random model and a cheap local annotator: each shared stage
 (SFT, preference collection through AlpacaFarmPairwise-v0, reward model) is built once, reused across methods and
-reruns, and every method of issue 10 runs through the env."""
+reruns, and every bundled method runs through the env."""
 from __future__ import annotations
 
 import json

@@ -51,7 +51,6 @@ def run_overoptimization(
     preset's ``methods.ppo.config`` by default) every ``eval_every`` steps, on ``cfg.n_eval`` eval instructions, against
     the pipeline's reward model. Returns ``{"points": [...], "csv": path, "png": path, "peaks": {...}}``."""
     from ..agents.common import reward_of_stage
-    from ..annotators import with_data_dir
 
     log = log or (lambda m: None)
     ns = sorted({int(n) for n in ns})
@@ -66,7 +65,7 @@ def run_overoptimization(
     rows = eval_subset(eval_env.unwrapped.rows, cfg.n_eval, cfg.subset_seed)
     reward_stage, rm_key = pipeline.reward_model()
     reward, reward_kwargs = reward_of_stage(reward_stage)
-    split = EvalSplit.from_config(cfg, with_data_dir(cfg.annotator, cfg.annotator_kwargs, data_dir), data_dir)
+    split = EvalSplit.from_config(cfg, cfg.annotator_kwargs, data_dir)
     scorer = EvalScorer(split, rows, reward=reward, reward_kwargs=reward_kwargs)
     key = digest({"sft": pipeline.sft_key(), "reward_model": rm_key, "evaluator": cfg.annotator,
                   "evaluator_kwargs": cfg.annotator_kwargs, "rows": [r["row_index"] for r in rows],

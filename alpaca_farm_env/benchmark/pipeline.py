@@ -138,11 +138,12 @@ class Pipeline:
 
     def preferences_key(self) -> str:
         if "preferences" not in self._keys:
-            from ..annotators import annotator_identity, with_data_dir
+            from ..annotators import annotator_identity
+            from ..context import RewardContext
 
             fields, env = self._preference_settings()
             ann = env["annotator"]
-            identity = annotator_identity(ann, **with_data_dir(ann, env["annotator_kwargs"], self.data_dir))
+            identity = annotator_identity(ann, context=RewardContext.of(self.data_dir), **env["annotator_kwargs"])
             prompts = make_env({k: v for k, v in env.items() if k != "num_envs"}, self.data_dir).unwrapped.demonstrations
             self._keys["preferences"] = digest({"sft": self.sft_key(), "collection": fields, "annotator": identity,
                                                 "env": {k: v for k, v in env.items() if k != "annotator_kwargs"},

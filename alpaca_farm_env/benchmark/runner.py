@@ -1,5 +1,6 @@
-"""``run_benchmark``: for each method, fit (if it trains), generate on the eval subset, annotate against Davinci003
-with the evaluator, and write the run directory.
+"""``run_benchmark``: for each method, build its agent (the protocol of ``agents/base.py``), fit it (if it trains),
+answer the eval subset through the eval-split env whose reward is the evaluator (``scoring.py``: the one evaluation
+path, annotation against Davinci003 -> ``metrics.win_rate``), and write the run directory.
 
 Run directory (default ``<runs_root>/<preset>-<config digest>``, so re-running the same command resumes)::
 

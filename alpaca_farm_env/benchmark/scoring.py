@@ -37,7 +37,7 @@ class EvalSplit:
         """The split of ``cfg``: its reference, and its evaluator (``cfg.annotator`` with ``evaluator_kwargs``, seed
         ``cfg.annotator_seed``, one noise draw per instruction)."""
         return cls(cfg.reference, data_dir, {"annotator": cfg.annotator, **evaluator_kwargs,
-                                             "seed": cfg.annotator_seed, "per_episode": False})
+                                             "seed": cfg.annotator_seed})
 
     def env(self, rows: Sequence[dict[str, Any]], reward: Any = None,
             reward_kwargs: dict[str, Any] | None = None) -> "EvalEnv":
@@ -55,6 +55,7 @@ class EvalEnv:
         self.rows = list(rows)
         self.is_evaluator = reward is None
         spec = {"id": "AlpacaFarm-v0", "split": "eval", "reference": split.reference, "shuffle": False,
+                "seed_mode": "instruction" if reward is None else "episode",  # the evaluator: alpaca_eval's draws
                 "indices": [r["row_index"] for r in self.rows],
                 "reward": "annotator" if reward is None else reward,
                 "reward_kwargs": split.evaluator if reward is None else dict(reward_kwargs or {})}
