@@ -220,7 +220,8 @@ def test_vector_env_from_another_envs_rows_with_another_reward(data_dir):
     rows = single.unwrapped.rows[5:9]
     vec = AlpacaFarmVectorEnv.from_env(single, rows, 2, reward="annotator", reward_kwargs={"annotator": "longer"}, seed=1)
     assert vec.num_envs == 2 and vec.split == "unlabeled" and vec.data_dir == data_dir
-    assert vec.reward_spec == "annotator" and str(vec.reward_kwargs["data_dir"]) == str(data_dir)
+    assert vec.reward_spec == "annotator" and vec.reward_context.data_dir == str(data_dir)
+    assert vec.reward_backend.annotator.name == "longer"  # the data dir travels in the context, not the kwargs
     assert vec.single_observation_space["prompt"].max_length == 9000
     obs, _ = vec.reset(options={"index": [0, 3]})
     assert list(obs["prompt"]) == [rows[0]["prompt"], rows[3]["prompt"]]

@@ -42,16 +42,18 @@ def test_check_env_and_spaces():
 
 
 def test_reward_and_preference_encoding():
+    """One sign convention: the reward is P(the SECOND response preferred), as the annotator reward's (whose second
+    output is the policy's response)."""
     env = gym.make("AlpacaFarmPairwise-v0", split="preference", annotator="longer", max_examples=4)
     env.reset(seed=0)
     _, r, term, trunc, info = env.step(("a much longer first answer", "short"))
-    assert (r, info["preference"], term, trunc) == (1.0, 1.0, True, False)
+    assert (r, info["preference"], term, trunc) == (0.0, 1.0, True, False)
     env.reset()
     _, r, *_, info = env.step(("short", "a much longer second answer"))
-    assert (r, info["preference"]) == (-1.0, 2.0)
+    assert (r, info["preference"]) == (1.0, 2.0)
     env.reset()
     _, r, *_, info = env.step(("same", "same"))
-    assert (r, info["preference"]) == (0.0, 1.5)
+    assert (r, info["preference"]) == (0.5, 1.5)
     assert info["annotator"] == "longer" and "example_index" in info
     with pytest.raises(TypeError, match="pair"):
         env.reset()
@@ -66,7 +68,7 @@ def test_vector_env_makes_one_annotation_call_per_step():
         obs, rewards, term, trunc, infos = envs.step([("xx" * (i + step), "x") for i in range(4)])
         assert term.all() and not trunc.any()
     assert CountingLonger.calls == [4, 4, 4]
-    assert rewards.tolist() == [1.0, 1.0, 1.0, 1.0]  # step 2: "xx"*(i+2) is longer than "x" for every i
+    assert rewards.tolist() == [0.0, 0.0, 0.0, 0.0]  # step 2: the first, "xx"*(i+2), is longer than "x" for every i
     assert infos["final_info"]["preference"].tolist() == [1.0] * 4
     # Gymnasium's batched Tuple layout (firsts, seconds) is accepted too
     envs.step((["a"] * 4, ["bb"] * 4))
@@ -88,6 +90,6 @@ def test_noisy_pool_default_per_episode_and_instruction_keyed_modes():
             env.reset()
         labels[mode] = np.asarray(out)
         assert env.unwrapped.annotator.name == "noisy_pooled"
-    assert set(np.unique(labels["episode"])) == {-1.0, 1.0}
-    assert 0.1 < np.mean(labels["episode"] == 1.0) < 0.4  # the noise-free label is -1 (the empty answer loses)
+    assert set(np.unique(labels["episode"])) == {0.0, 1.0}
+    assert 0.1 < np.mean(labels["episode"] == 0.0) < 0.4  # the noise-free reward is 1 (the empty first answer loses)
     assert len(np.unique(labels["instruction"])) == 1

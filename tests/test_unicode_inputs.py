@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_test_server import ScriptedOpenAIServer  # noqa: E402
 
-from alpaca_farm_env.annotators import ANNOTATORS, list_annotators, make_annotator, with_data_dir  # noqa: E402
+from alpaca_farm_env.annotators import ANNOTATORS, RewardContext, list_annotators, make_annotator  # noqa: E402
 from alpaca_farm_env.annotators.configs import load_member_configs  # noqa: E402
 from alpaca_farm_env.annotators.openai_backend import OpenAIPool  # noqa: E402
 from alpaca_farm_env.cli import main  # noqa: E402
@@ -106,7 +106,7 @@ def test_every_annotator_judges_a_lone_surrogate_as_the_replacement_character(na
         assert not any(0xD800 <= ord(c) <= 0xDFFF for p in prompts for c in p), "no surrogate reaches the server"
         assert all(a.preference is not None for a in got), [a.extra for a in got]
     else:
-        ann = make_annotator(name, **with_data_dir(name, {}, data_dir))
+        ann = make_annotator(name, context=RewardContext.of(data_dir))
         got = ann.compare(*raw, seed=0)
         want = ann.compare(*replaced, seed=0)
     assert len(got) == len(INSTRUCTIONS)
@@ -117,7 +117,7 @@ def test_every_annotator_judges_a_lone_surrogate_as_the_replacement_character(na
 
 
 def test_a_pool_member_called_directly_cleans_its_rows(data_dir):
-    judge = make_annotator("distilled_gpt4", **with_data_dir("distilled_gpt4", {}, data_dir))
+    judge = make_annotator("distilled_gpt4", context=RewardContext.of(data_dir))
     rows = [{"instruction": i, "input": x, "output_1": a, "output_2": b}
             for i, x, a, b in zip(INSTRUCTIONS, INPUTS, OUTPUTS_1, OUTPUTS_2)]
     clean = [{k: _replaced([v])[0] for k, v in r.items()} for r in rows]

@@ -244,7 +244,8 @@ def _annotate_outputs(model_outputs: str, outputs, spec: Any, ref: str, data_dir
                       progress: bool) -> _Evaluated:
     """``--model-outputs`` judged by the annotator ``spec`` against the ``ref`` Davinci003 outputs, through a cache
     file under ``output_dir`` keyed by the model, its outputs file, the reference and the annotator's identity."""
-    from ..annotators import ANNOTATORS, annotator_identity, make_annotator, with_data_dir
+    from ..annotators import ANNOTATORS, annotator_identity, make_annotator
+    from ..context import RewardContext
     from ..benchmark.evaluation import annotate_pairs, match_outputs
     from ..data import load_eval_set
 
@@ -252,11 +253,11 @@ def _annotate_outputs(model_outputs: str, outputs, spec: Any, ref: str, data_dir
     if not match.pairs:
         raise EvaluationError(f"{model_outputs}: none of its {len(outputs)} rows is an instruction of the {ref!r} "
                               "eval set; nothing to evaluate")
-    ann_kwargs = with_data_dir(spec, {}, data_dir)
-    identity = annotator_identity(spec, **ann_kwargs)  # keys the cache: another judge never reuses it
+    context = RewardContext.of(data_dir)
+    identity = annotator_identity(spec, context=context)  # keys the cache: another judge never reuses it
     # annotate_pairs shows the progress; an annotator's own bar (the OpenAI pool's) would print a second one
     quiet = {"show_progress": False} if accepts_kwarg(ANNOTATORS.resolve(spec), "show_progress") else {}
-    ann = make_annotator(spec, **ann_kwargs, **quiet)
+    ann = make_annotator(spec, context=context, **quiet)
     name = _name_of(model_outputs, outputs)
     out_dir = Path(output_dir) if output_dir else Path("alpaca_farm_eval") / name
     ann_name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(getattr(ann, "name", spec)))

@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
 
 
 def run_overoptimization(args) -> int:
-    from ..annotators import annotator_identity, with_data_dir
+    from ..annotators import annotator_identity
+    from ..context import RewardContext
     from ..benchmark.config import load_preset
     from ..benchmark.overoptimization import run_overoptimization as run
     from ..benchmark.runner import default_run_dir
@@ -66,7 +67,7 @@ def run_overoptimization(args) -> int:
         ppo["total_steps"] = args.ppo_steps
     cfg.validate(f"preset {args.preset!r}")
     run_dir = args.run_dir or default_run_dir(
-        cfg, annotator_identity(cfg.annotator, **with_data_dir(cfg.annotator, cfg.annotator_kwargs, args.data_dir)))
+        cfg, annotator_identity(cfg.annotator, context=RewardContext.of(args.data_dir), **cfg.annotator_kwargs))
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     with file_lock(Path(run_dir) / "run", timeout=0,
                    busy=f"{run_dir}: a benchmark or experiment is running in this run dir; wait for it"):

@@ -9,6 +9,11 @@
   step).
 
 ``gym.make("alpaca_farm_env:AlpacaFarm-v0")`` imports the package and registers them on the fly.
+
+Every env derives from :class:`~alpaca_farm_env.envs.base.AlpacaFarmEnvBase` (the seeded reset, the reward backend
+or annotator and its :class:`~alpaca_farm_env.context.RewardContext`) and takes the
+:class:`~alpaca_farm_env.envs.base.EpisodeConfig` fields as keyword arguments:
+``isinstance(env.unwrapped, AlpacaFarmEnvBase)`` tells an AlpacaFarm env.
 """
 from __future__ import annotations
 
@@ -41,6 +46,8 @@ def _register() -> None:
 _register()
 
 _LAZY = {
+    "AlpacaFarmEnvBase": "base",
+    "EpisodeConfig": "base",
     "AlpacaFarmEnv": "text_env",
     "AlpacaFarmVectorEnv": "vector_env",
     "AlpacaFarmTokenEnv": "token_env",

@@ -6,20 +6,19 @@ against the Davinci003 reference) scores it. This env exposes exactly that loop 
 """
 from __future__ import annotations
 
-import copy
-import os
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 from gymnasium import spaces
 
-from .source import EpisodeSource, load_rows, score_rows
+from .base import AlpacaFarmEnvBase, EpisodeConfig, check_render_mode, row_observation
 from .spaces import UnicodeText
 
 DEFAULT_MAX_TEXT_LENGTH = 8192  # characters; the longest eval-set prompt is ~2.1k, the longest reference ~1.6k
 
 
 def text_observation_space(max_text_length: int) -> spaces.Dict:
+    """``Dict(instruction, input, prompt)`` of :class:`UnicodeText` up to ``max_text_length`` characters."""
     return spaces.Dict(
         {
             "instruction": UnicodeText(max_text_length, min_length=1),
@@ -29,66 +28,40 @@ def text_observation_space(max_text_length: int) -> spaces.Dict:
     )
 
 
-class AlpacaFarmEnv(EpisodeSource, gym.Env[dict, str]):
+class AlpacaFarmEnv(AlpacaFarmEnvBase[dict, str], gym.Env[dict, str]):
     """Text-level AlpacaFarm env (``gym.make("AlpacaFarm-v0", ...)``).
 
-    Observation: ``{"instruction", "input", "prompt"}`` strings (``prompt`` is the AlpacaFarm template).
-    Action: the response string. ``step`` always ends the episode (``terminated=True``) and returns the reward of the
-    configured backend; ``info`` has ``reference_output``, ``response_length`` (characters), ``example_index``,
-    ``dataset``, ``reward_backend`` and every per-example detail of the backend (``score``, and for annotators
-    ``preference``, ``annotator``, ``cost``, ``from_cache``, ...).
+    Observation space: ``Dict(instruction=UnicodeText(max_text_length, min_length=1), input=UnicodeText(...,
+    min_length=0), prompt=UnicodeText(..., min_length=1))``; ``prompt`` is the AlpacaFarm template.
+    Action space: ``UnicodeText(max_response_length)``, the response string.
+    ``step`` always ends the episode (``terminated=True``) and returns the reward of the configured backend.
 
-    Keyword arguments: see docs/envs.md. ``reward`` is a reward spec (registered name, ``"module:attr"``, class,
-    function or instance); string specs are built lazily on the first ``step`` and shared in the process, but an
-    unknown name (reward, or ``reward_kwargs["annotator"]``) raises at construction.
+    Keyword arguments: ``reward`` (a reward spec: registered name, ``"module:attr"``, class, function or instance;
+    string specs are built lazily on the first ``step`` and shared in the process, but an unknown name -- reward, or
+    ``reward_kwargs["annotator"]`` -- raises at construction), ``reward_kwargs``, ``max_text_length``,
+    ``max_response_length``, ``render_mode`` (``None`` or ``"ansi"``), and the :class:`EpisodeConfig` fields
+    (``split``, ``data_dir``, ``reference``, ``indices``, ``max_examples``, ``shuffle``, ``seed``, ``seed_mode``);
+    see docs/envs.md.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}  # fps: only to satisfy the render checker
 
-    def __init__(
-        self,
-        split: str = "unlabeled",
-        data_dir: str | os.PathLike | None = None,
-        reward: Any = "annotator",
-        reward_kwargs: dict[str, Any] | None = None,
-        reference: str = "alpacafarm",
-        indices: Sequence[int] | None = None,
-        max_examples: int | None = None,
-        shuffle: bool = True,
-        seed: int | None = None,
-        max_text_length: int = DEFAULT_MAX_TEXT_LENGTH,
-        max_response_length: int = DEFAULT_MAX_TEXT_LENGTH,
-        render_mode: str | None = None,
-    ):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        self.render_mode = render_mode
-        self.split, self.reference, self.data_dir = split, reference, data_dir
-        rows = load_rows(split, data_dir=data_dir, reference=reference, indices=indices, max_examples=max_examples)
-        too_long = [r["row_index"] for r in rows if len(r["prompt"]) > max_text_length]
-        if too_long:
-            raise ValueError(
-                f"{len(too_long)} prompts of split {split!r} exceed max_text_length={max_text_length} characters "
-                f"(e.g. row {too_long[0]}); raise max_text_length"
-            )
-        self._init_source(rows, reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed, split=split,
-                          data_dir=data_dir)
+    def __init__(self, reward: Any = "annotator", reward_kwargs: dict[str, Any] | None = None, *,
+                 max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, max_response_length: int = DEFAULT_MAX_TEXT_LENGTH,
+                 render_mode: str | None = None, **episodes: Any):
+        check_render_mode(self, render_mode)
+        super().__init__(EpisodeConfig(**episodes))
+        check_prompt_lengths(self.rows, max_text_length, self.split)
+        self._use_reward(reward, reward_kwargs)
         self.observation_space = text_observation_space(max_text_length)
         self.action_space = UnicodeText(max_response_length, min_length=0)
-        self._current: int | None = None
         self._done = True
         self._last: tuple[dict[str, Any], str, float] | None = None
 
-    # -------------------------------------------------------------------------------------------------- helpers
-    @property
-    def current_row(self) -> dict[str, Any] | None:
-        return None if self._current is None else self.rows[self._current]
-
-    def _obs(self, row: dict[str, Any]) -> dict[str, str]:
-        return {"instruction": row["instruction"], "input": row["input"], "prompt": row["prompt"]}
-
-    def _reset_info(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {"example_index": row["row_index"], "dataset": row["dataset"]}
+    def _begin(self, positions: list[int]) -> tuple[dict[str, str], dict[str, Any]]:
+        self._done, self._last = False, None
+        row = self.rows[positions[0]]
+        return row_observation(row), self._row_info(row)
 
     def _check_action(self, action: Any) -> str:
         if not isinstance(action, str):
@@ -99,47 +72,28 @@ class AlpacaFarmEnv(EpisodeSource, gym.Env[dict, str]):
             )
         return action
 
-    # -------------------------------------------------------------------------------------------------- gym API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        seed = self._begin_reset(seed)
-        super().reset(seed=seed)
-        self._after_seed(seed)
-        options = options or {}
-        if "index" in options:  # a specific example (position in this env's selection), order untouched
-            k = int(options["index"])
-            if not 0 <= k < len(self.rows):
-                raise IndexError(f"options['index']={k} out of range for {len(self.rows)} examples")
-            self._current = k
-        else:
-            self._current = self._order.next()
-        self._done = False
-        row = self.rows[self._current]
-        return self._obs(row), self._reset_info(row)
+    def step(self, action: str) -> tuple[dict[str, str], float, bool, bool, dict[str, Any]]:
+        """Score the response ``action`` to the current prompt; the episode ends.
 
-    def step(self, action: str):
+        Returns:
+            observation: the same prompt (the episode is over; call ``reset``).
+            reward: the backend's score of (prompt, response).
+            terminated: always ``True``. truncated: always ``False``.
+            info: the backend's details (always ``score``; annotators add ``preference``, ``probability``,
+            ``annotator``, ``labeled``, ``cost``, ...), ``reference_output``, ``response_length`` (characters),
+            ``example_index``, ``dataset`` and ``reward_backend``.
+        """
         if self._current is None or self._done:
             raise RuntimeError("call reset() before step(): each AlpacaFarm episode is a single step")
         response = self._check_action(action)
-        row = self.rows[self._current]
-        scores, details = score_rows(self.reward_backend, [row], [response], self._episode_seeds(1))
-        reward = scores[0]
+        row = self.rows[self._current[0]]
+        scores, infos = self._score([row], [response])
         self._done = True
-        self._last = (row, response, reward)
-        info = self._step_info(row, response, details[0])
-        return self._obs(row), reward, True, False, info
-
-    def _step_info(self, row: dict[str, Any], response: str, detail: dict[str, Any]) -> dict[str, Any]:
-        info = copy.deepcopy(dict(detail))  # never hand out the backend's own objects
-        info.update(
-            reference_output=row["reference_output"],
-            response_length=len(response),
-            example_index=row["row_index"],
-            dataset=row["dataset"],
-            reward_backend=str(getattr(self.reward_backend, "name", type(self.reward_backend).__name__)),
-        )
-        return info
+        self._last = (row, response, scores[0])
+        return row_observation(row), scores[0], True, False, infos[0]
 
     def render(self) -> str | None:
+        """``"ansi"``: the prompt, and after ``step`` the response and its reward; else ``None``."""
         if self.render_mode != "ansi":
             return None
         if self._current is None:
@@ -147,4 +101,14 @@ class AlpacaFarmEnv(EpisodeSource, gym.Env[dict, str]):
         if self._last is not None and self._done:
             row, response, reward = self._last
             return f"{row['prompt']} {response}\n[reward={reward:.4f}]"
-        return self.rows[self._current]["prompt"]
+        return self.rows[self._current[0]]["prompt"]
+
+
+def check_prompt_lengths(rows: list[dict[str, Any]], max_text_length: int, split: str) -> None:
+    """Refuse rows whose prompt is longer than the observation space admits."""
+    too_long = [r["row_index"] for r in rows if len(r["prompt"]) > max_text_length]
+    if too_long:
+        raise ValueError(
+            f"{len(too_long)} prompts of split {split!r} exceed max_text_length={max_text_length} characters "
+            f"(e.g. row {too_long[0]}); raise max_text_length"
+        )

@@ -12,8 +12,6 @@ data_preprocessor.py): prompts are tokenized with special tokens and without tru
 """
 from __future__ import annotations
 
-import copy
-import os
 import warnings
 from typing import Any, Sequence
 
@@ -21,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from .source import EpisodeSource, load_rows, score_rows
+from .base import AlpacaFarmEnvBase, EpisodeConfig, check_render_mode
 
 PROMPT_OVERFLOW = ("filter", "truncate")
 
@@ -55,50 +53,31 @@ def _token_id(action: Any) -> int:
     )
 
 
-class AlpacaFarmTokenEnv(EpisodeSource, gym.Env[dict, int]):
+class AlpacaFarmTokenEnv(AlpacaFarmEnvBase[dict, int], gym.Env[dict, int]):
     """Token-level AlpacaFarm env (``gym.make("AlpacaFarmToken-v0", ...)``).
 
-    Observation (``spaces.Dict`` of int64 ``Box``es, fixed shapes):
+    Observation space (``spaces.Dict`` of int64 ``Box``es, fixed shapes):
       ``prompt_ids`` ``(max_prompt_tokens,)`` left-padded with ``pad_token_id``; ``prompt_mask`` 1 on real tokens;
       ``response_ids`` ``(max_new_tokens,)`` the tokens generated so far, right-padded; ``response_mask`` 1 on them.
-    Action: ``Discrete(vocab_size)``, ``vocab_size = len(tokenizer)``.
-    Final ``info``: ``response`` (decoded text), ``response_tokens``, ``finished_with_eos`` plus everything the text
-    env's ``info`` has (``reference_output``, ``response_length``, backend details). With ``token_info=True`` every
-    step's info also has ``token_id`` and ``token_text``.
-    Other keyword arguments are those of :class:`~alpaca_farm_env.envs.text_env.AlpacaFarmEnv`; see docs/envs.md.
+    Action space: ``Discrete(vocab_size)``, ``vocab_size = len(tokenizer)``.
+    Keyword arguments: ``reward``, ``reward_kwargs`` and ``render_mode`` as :class:`~alpaca_farm_env.envs.text_env.
+    AlpacaFarmEnv`, the :class:`EpisodeConfig` fields, and ``tokenizer``, ``max_prompt_tokens``, ``max_new_tokens``,
+    ``prompt_overflow``, ``eos_token_ids``, ``truncated_reward``, ``token_info``; see docs/envs.md.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}  # fps: only to satisfy the render checker
 
-    def __init__(
-        self,
-        split: str = "unlabeled",
-        data_dir: str | os.PathLike | None = None,
-        reward: Any = "annotator",
-        reward_kwargs: dict[str, Any] | None = None,
-        reference: str = "alpacafarm",
-        indices: Sequence[int] | None = None,
-        max_examples: int | None = None,
-        shuffle: bool = True,
-        seed: int | None = None,
-        tokenizer: Any = None,
-        max_prompt_tokens: int = 192,
-        max_new_tokens: int = 300,
-        prompt_overflow: str = "filter",
-        eos_token_ids: Sequence[int] | None = None,
-        truncated_reward: float | None = None,
-        token_info: bool = False,
-        render_mode: str | None = None,
-    ):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+    def __init__(self, reward: Any = "annotator", reward_kwargs: dict[str, Any] | None = None, *,
+                 tokenizer: Any = None, max_prompt_tokens: int = 192, max_new_tokens: int = 300,
+                 prompt_overflow: str = "filter", eos_token_ids: Sequence[int] | None = None,
+                 truncated_reward: float | None = None, token_info: bool = False, render_mode: str | None = None,
+                 **episodes: Any):
+        check_render_mode(self, render_mode)
         if max_prompt_tokens < 1 or max_new_tokens < 1:
             raise ValueError("max_prompt_tokens and max_new_tokens must be >= 1")
         if prompt_overflow not in PROMPT_OVERFLOW:
             raise ValueError(f"prompt_overflow must be one of {PROMPT_OVERFLOW}, got {prompt_overflow!r}")
-        self.render_mode = render_mode
-        self.tokenizer = resolve_tokenizer(tokenizer)
-        tok = self.tokenizer
+        self.tokenizer = tok = resolve_tokenizer(tokenizer)
         self.vocab_size = int(len(tok))
         self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         if self.pad_token_id is None:
@@ -108,12 +87,31 @@ class AlpacaFarmTokenEnv(EpisodeSource, gym.Env[dict, int]):
         if not self.eos_token_ids:
             raise ValueError("no EOS token: the tokenizer has none; pass eos_token_ids")
         self.max_prompt_tokens, self.max_new_tokens = int(max_prompt_tokens), int(max_new_tokens)
-        self.truncated_reward = truncated_reward
-        self.token_info = token_info
+        self.truncated_reward, self.token_info = truncated_reward, token_info
+        config = EpisodeConfig(**episodes)
+        rows, ids = self._tokenize_prompts(config.load_rows(), prompt_overflow)
+        super().__init__(config, rows)
+        self._use_reward(reward, reward_kwargs)
+        self._prompt_ids, self._prompt_mask = left_pad(ids, self.max_prompt_tokens, self.pad_token_id)
+        if self._prompt_ids.max() >= self.vocab_size:
+            raise ValueError("tokenizer produced ids >= len(tokenizer)")
+        V, P, T = self.vocab_size, self.max_prompt_tokens, self.max_new_tokens
+        self.observation_space = spaces.Dict({
+            "prompt_ids": spaces.Box(0, V - 1, shape=(P,), dtype=np.int64),
+            "prompt_mask": spaces.Box(0, 1, shape=(P,), dtype=np.int64),
+            "response_ids": spaces.Box(0, V - 1, shape=(T,), dtype=np.int64),
+            "response_mask": spaces.Box(0, 1, shape=(T,), dtype=np.int64),
+        })
+        self.action_space = spaces.Discrete(V)
+        self._response: list[int] = []
+        self._done = True
+        self._last_text: str | None = None
 
-        rows = load_rows(split, data_dir=data_dir, reference=reference, indices=indices, max_examples=max_examples)
-        ids = tok([r["prompt"] for r in rows]).input_ids  # special tokens as the policy sees them; no truncation
-        kept, self.num_filtered = [], 0
+    def _tokenize_prompts(self, rows: list[dict[str, Any]], prompt_overflow: str) -> tuple[list[dict], list[list[int]]]:
+        """The rows whose prompt fits ``max_prompt_tokens`` (``"filter"``; counted in ``num_filtered``, with a
+        warning) or cut to its last tokens (``"truncate"``), and their token ids."""
+        ids = self.tokenizer([r["prompt"] for r in rows]).input_ids  # special tokens as the policy sees them
+        kept, kept_ids, self.num_filtered = [], [], 0
         for row, x in zip(rows, ids):
             x = list(x)
             if len(x) > self.max_prompt_tokens:
@@ -122,90 +120,49 @@ class AlpacaFarmTokenEnv(EpisodeSource, gym.Env[dict, int]):
                     continue
                 row = {**row, "prompt_truncated": True}
                 x = x[-self.max_prompt_tokens :]  # keep the end: it holds "### Response:"
-            kept.append((row, x))
+            kept.append(row)
+            kept_ids.append(x)
         if not kept:
-            raise ValueError(
-                f"all {len(rows)} prompts exceed max_prompt_tokens={self.max_prompt_tokens}; raise it or pass "
-                "prompt_overflow='truncate'"
-            )
+            raise ValueError(f"all {len(rows)} prompts exceed max_prompt_tokens={self.max_prompt_tokens}; raise it "
+                             "or pass prompt_overflow='truncate'")
         if self.num_filtered:
-            warnings.warn(
-                f"filtered out {self.num_filtered} of {len(rows)} prompts longer than max_prompt_tokens="
-                f"{self.max_prompt_tokens} (as AlpacaFarm's QueryResponseDataset does)",
-                stacklevel=2,
-            )
-        self._init_source([r for r, _ in kept], reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed,
-                          split=split, data_dir=data_dir)
-        P = self.max_prompt_tokens
-        self._prompt_ids = np.full((len(kept), P), self.pad_token_id, dtype=np.int64)
-        self._prompt_mask = np.zeros((len(kept), P), dtype=np.int64)
-        for i, (_, x) in enumerate(kept):
-            if x:
-                self._prompt_ids[i, P - len(x) :] = x
-                self._prompt_mask[i, P - len(x) :] = 1
-        if self._prompt_ids.max() >= self.vocab_size:
-            raise ValueError("tokenizer produced ids >= len(tokenizer)")
-
-        V, T = self.vocab_size, self.max_new_tokens
-        self.observation_space = spaces.Dict(
-            {
-                "prompt_ids": spaces.Box(0, V - 1, shape=(P,), dtype=np.int64),
-                "prompt_mask": spaces.Box(0, 1, shape=(P,), dtype=np.int64),
-                "response_ids": spaces.Box(0, V - 1, shape=(T,), dtype=np.int64),
-                "response_mask": spaces.Box(0, 1, shape=(T,), dtype=np.int64),
-            }
-        )
-        self.action_space = spaces.Discrete(V)
-        self._current: int | None = None
-        self._response: list[int] = []
-        self._done = True
-        self._last_text: str | None = None
-
-    @property
-    def current_row(self) -> dict[str, Any] | None:
-        return None if self._current is None else self.rows[self._current]
+            warnings.warn(f"filtered out {self.num_filtered} of {len(rows)} prompts longer than max_prompt_tokens="
+                          f"{self.max_prompt_tokens} (as AlpacaFarm's QueryResponseDataset does)", stacklevel=3)
+        return kept, kept_ids
 
     def _obs(self) -> dict[str, np.ndarray]:
-        n = len(self._response)
+        n, k = len(self._response), self._current[0]
         response_ids = np.full(self.max_new_tokens, self.pad_token_id, dtype=np.int64)
         response_mask = np.zeros(self.max_new_tokens, dtype=np.int64)
         response_ids[:n] = self._response
         response_mask[:n] = 1
-        return {
-            "prompt_ids": self._prompt_ids[self._current].copy(),
-            "prompt_mask": self._prompt_mask[self._current].copy(),
-            "response_ids": response_ids,
-            "response_mask": response_mask,
-        }
+        return {"prompt_ids": self._prompt_ids[k].copy(), "prompt_mask": self._prompt_mask[k].copy(),
+                "response_ids": response_ids, "response_mask": response_mask}
 
     def decode_response(self, token_ids: Sequence[int] | None = None) -> str:
         """The response text the reward backend sees: EOS dropped, special tokens skipped."""
         ids = [int(t) for t in (self._response if token_ids is None else token_ids) if int(t) not in self.eos_token_ids]
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        seed = self._begin_reset(seed)
-        super().reset(seed=seed)
-        self._after_seed(seed)
-        options = options or {}
-        if "index" in options:
-            k = int(options["index"])
-            if not 0 <= k < len(self.rows):
-                raise IndexError(f"options['index']={k} out of range for {len(self.rows)} examples")
-            self._current = k
-        else:
-            self._current = self._order.next()
+    def _begin(self, positions: list[int]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         self._response, self._done, self._last_text = [], False, None
-        row = self.rows[self._current]
-        info = {
-            "example_index": row["row_index"],
-            "dataset": row["dataset"],
-            "prompt_tokens": int(self._prompt_mask[self._current].sum()),
-            "prompt_truncated": bool(row.get("prompt_truncated", False)),
-        }
-        return self._obs(), info
+        k = positions[0]
+        row = self.rows[k]
+        return self._obs(), {**self._row_info(row), "prompt_tokens": int(self._prompt_mask[k].sum()),
+                             "prompt_truncated": bool(row.get("prompt_truncated", False))}
 
-    def step(self, action: int):
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Append the token ``action`` to the response.
+
+        Returns:
+            observation: the prompt and the response so far.
+            reward: 0.0 until the episode ends; then the backend's score of the decoded response (or
+            ``truncated_reward`` for a response cut at ``max_new_tokens``, when set).
+            terminated: the token is an EOS id. truncated: ``max_new_tokens`` tokens generated without one.
+            info: ``token_id`` / ``token_text`` with ``token_info=True``; at the end the text env's step info
+            (backend details, ``reference_output``, ``response_length``, ``example_index``, ``dataset``,
+            ``reward_backend``) plus ``response`` (the decoded text), ``response_tokens``, ``finished_with_eos``.
+        """
         if self._current is None or self._done:
             raise RuntimeError("call reset() before step(): the episode has ended")
         token = _token_id(action)
@@ -220,29 +177,30 @@ class AlpacaFarmTokenEnv(EpisodeSource, gym.Env[dict, int]):
         reward = 0.0
         if terminated or truncated:
             self._done = True
-            row = self.rows[self._current]
-            text = self.decode_response()
-            self._last_text = text
-            scores, details = score_rows(self.reward_backend, [row], [text], self._episode_seeds(1))
+            text = self._last_text = self.decode_response()
+            scores, infos = self._score([self.rows[self._current[0]]], [text])
             reward = scores[0]
             if truncated and self.truncated_reward is not None:
                 reward = float(self.truncated_reward)  # e.g. AlpacaFarm-style penalty for responses without a stop
-            info.update(copy.deepcopy(dict(details[0])))
-            info.update(
-                reference_output=row["reference_output"],
-                response=text,
-                response_length=len(text),
-                response_tokens=len(self._response),
-                finished_with_eos=terminated,
-                example_index=row["row_index"],
-                dataset=row["dataset"],
-                reward_backend=str(getattr(self.reward_backend, "name", type(self.reward_backend).__name__)),
-            )
+            info.update(infos[0])
+            info.update(response=text, response_tokens=len(self._response), finished_with_eos=terminated)
         return self._obs(), float(reward), bool(terminated), bool(truncated), info
 
     def render(self) -> str | None:
+        """``"ansi"``: the prompt and the response so far; else ``None``."""
         if self.render_mode != "ansi":
             return None
         if self._current is None:
             return ""
-        return self.rows[self._current]["prompt"] + " " + self.decode_response()
+        return self.rows[self._current[0]]["prompt"] + " " + self.decode_response()
+
+
+def left_pad(ids: list[list[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``ids`` left-padded to ``length`` with ``pad_id``, and the mask of real tokens (int64 arrays)."""
+    out = np.full((len(ids), length), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), length), dtype=np.int64)
+    for i, x in enumerate(ids):
+        if x:
+            out[i, length - len(x) :] = x
+            mask[i, length - len(x) :] = 1
+    return out, mask

@@ -10,15 +10,13 @@ All sub-envs draw from one shared episode order, so a batch never repeats an exa
 """
 from __future__ import annotations
 
-import copy
-import os
 from typing import Any, Sequence
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .source import EpisodeSource, load_rows, score_rows
+from .base import TEXT_KEYS, AlpacaFarmEnvBase, EpisodeConfig, check_render_mode, row_observation
 from .spaces import UnicodeText
 from .text_env import DEFAULT_MAX_TEXT_LENGTH, text_observation_space
 
@@ -60,99 +58,64 @@ def _column(vals: list[Any], mask: np.ndarray) -> np.ndarray:
     return arr
 
 
-class AlpacaFarmVectorEnv(EpisodeSource, VectorEnv):
-    """``num_envs`` AlpacaFarm text episodes at once (same keyword arguments as :class:`AlpacaFarmEnv`).
+class AlpacaFarmVectorEnv(AlpacaFarmEnvBase[dict, Sequence[str]], VectorEnv):
+    """``num_envs`` AlpacaFarm text episodes at once (the keyword arguments of :class:`AlpacaFarmEnv`).
 
-    ``step(actions)``: ``actions`` is a sequence of ``num_envs`` response strings. Returns the NEXT prompts (same-step
-    autoreset), rewards ``float64[num_envs]``, ``terminations`` all True, ``truncations`` all False, and infos with
-    ``final_obs`` / ``final_info`` (the finished episodes: ``reference_output``, ``response_length``, the backend's
-    details) plus the new episodes' ``example_index`` / ``dataset``.
+    Spaces: ``single_observation_space`` / ``single_action_space`` are :class:`AlpacaFarmEnv`'s;
+    ``observation_space`` / ``action_space`` their ``batch_space`` (observations are ``{"instruction": tuple[str, ...],
+    "input": ..., "prompt": ...}``, actions a sequence of ``num_envs`` strings). Episodes end after one step and the
+    env autoresets in the same step.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+    batched = True
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        split: str = "unlabeled",
-        data_dir: str | os.PathLike | None = None,
-        reward: Any = "annotator",
-        reward_kwargs: dict[str, Any] | None = None,
-        reference: str = "alpacafarm",
-        indices: Sequence[int] | None = None,
-        max_examples: int | None = None,
-        shuffle: bool = True,
-        seed: int | None = None,
-        max_text_length: int = DEFAULT_MAX_TEXT_LENGTH,
-        max_response_length: int = DEFAULT_MAX_TEXT_LENGTH,
-        render_mode: str | None = None,
-    ):
-        if render_mode is not None:
-            raise ValueError("AlpacaFarmVectorEnv has no render modes")
-        rows = load_rows(split, data_dir=data_dir, reference=reference, indices=indices, max_examples=max_examples)
-        self._setup(rows, num_envs, split=split, reference=reference, reward=reward, reward_kwargs=reward_kwargs,
-                    shuffle=shuffle, seed=seed, data_dir=data_dir, max_text_length=max_text_length,
-                    max_response_length=max_response_length)
+    def __init__(self, num_envs: int = 1, reward: Any = "annotator", reward_kwargs: dict[str, Any] | None = None, *,
+                 max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, max_response_length: int = DEFAULT_MAX_TEXT_LENGTH,
+                 render_mode: str | None = None, **episodes: Any):
+        check_render_mode(self, render_mode)
+        self._setup(EpisodeConfig(**episodes), None, num_envs, reward, reward_kwargs, max_text_length,
+                    max_response_length)
 
-    def _setup(self, rows: list[dict[str, Any]], num_envs: int, *, split: str, reference: str, reward: Any,
-               reward_kwargs: dict[str, Any] | None, shuffle: bool, seed: int | None, data_dir: Any,
-               max_text_length: int, max_response_length: int) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.num_envs = int(num_envs)
-        self.split, self.reference, self.data_dir = split, reference, data_dir
-        self._init_source(rows, reward=reward, reward_kwargs=reward_kwargs, shuffle=shuffle, seed=seed, split=split,
-                          data_dir=data_dir)
+    def _setup(self, config: EpisodeConfig, rows: list[dict[str, Any]] | None, num_envs: int, reward: Any,
+               reward_kwargs: dict[str, Any] | None, max_text_length: int, max_response_length: int) -> None:
+        self.num_envs = check_num_envs(num_envs)
+        super().__init__(config, rows)
+        self._use_reward(reward, reward_kwargs)
         self.single_observation_space = text_observation_space(max_text_length)
         self.single_action_space = UnicodeText(max_response_length, min_length=0)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._current: list[int] | None = None
 
     @classmethod
     def from_env(cls, env: Any, rows: Sequence[dict[str, Any]], num_envs: int, *, reward: Any = None,
                  reward_kwargs: dict[str, Any] | None = None, seed: int | None = None) -> "AlpacaFarmVectorEnv":
         """A vector env over ``rows`` -- a selection of the rows of ``env`` (an ``AlpacaFarm-v0`` env, single or
-        vector, wrapped or not), e.g. one process's shard of the prompts -- with ``env``'s split, reference, data dir
-        and spaces, and ``reward`` (default: ``env``'s). An agent that scores with a reward built after its env was
-        made (the trained reward model) uses this: it still learns from the env it received and never reads the data
-        dir. Episodes come in row order (no shuffling)."""
+        vector, wrapped or not), e.g. one process's shard of the prompts -- with ``env``'s split, reference, data dir,
+        seed mode and spaces, and ``reward`` (default: ``env``'s). An agent that scores with a reward built after its
+        env was made (the trained reward model) uses this: it still learns from the env it received and never reads
+        the data dir. Episodes come in row order (no shuffling)."""
         base = getattr(env, "unwrapped", env)
-        if not hasattr(base, "rows") or not hasattr(base, "reward_spec"):
+        if not isinstance(base, AlpacaFarmEnvBase) or not hasattr(base, "reward_spec"):
             raise TypeError(f"{type(env).__name__} is not an AlpacaFarm-v0 env (gym.make / gym.make_vec('AlpacaFarm-v0'))")
         if reward is None:
-            reward, reward_kwargs = base.reward_spec, {k: v for k, v in base.reward_kwargs.items() if k != "data_dir"}
+            reward, reward_kwargs = base.reward_spec, base.reward_kwargs
         obs_space = getattr(base, "single_observation_space", None) or base.observation_space
         act_space = getattr(base, "single_action_space", None) or base.action_space
+        config = EpisodeConfig(split=base.split, data_dir=base.data_dir, reference=base.reference, shuffle=False,
+                               seed=seed, seed_mode=base.seed_mode)
         vec = cls.__new__(cls)
-        vec._setup(list(rows), num_envs, split=base.split, reference=base.reference, reward=reward,
-                   reward_kwargs=reward_kwargs, shuffle=False, seed=seed, data_dir=getattr(base, "data_dir", None),
-                   max_text_length=obs_space["prompt"].max_length, max_response_length=act_space.max_length)
+        vec._setup(config, list(rows), num_envs, reward, reward_kwargs, obs_space["prompt"].max_length,
+                   act_space.max_length)
         return vec
 
-    def _obs(self, positions: Sequence[int]) -> dict[str, tuple[str, ...]]:
-        return {k: tuple(self.rows[p][k] for p in positions) for k in ("instruction", "input", "prompt")}
+    def _begin(self, positions: list[int]) -> tuple[dict[str, tuple[str, ...]], dict[str, Any]]:
+        return batch_observations([self.rows[p] for p in positions]), self._batch_infos(positions)
 
-    def _reset_infos(self, positions: Sequence[int]) -> list[dict[str, Any]]:
-        return [{"example_index": self.rows[p]["row_index"], "dataset": self.rows[p]["dataset"]} for p in positions]
+    def _batch_infos(self, positions: Sequence[int]) -> dict[str, Any]:
+        return batch_infos([self._row_info(self.rows[p]) for p in positions], self.num_envs)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        seed = self._begin_reset(seed)
-        super().reset(seed=seed)
-        self._after_seed(seed)
-        options = options or {}
-        if "index" in options:  # explicit examples, one position per sub-env
-            idx = [int(i) for i in np.atleast_1d(options["index"])]
-            if len(idx) != self.num_envs or not all(0 <= i < len(self.rows) for i in idx):
-                raise ValueError(f"options['index'] needs {self.num_envs} positions in [0, {len(self.rows)})")
-            self._current = idx
-        else:
-            self._current = [self._order.next() for _ in range(self.num_envs)]
-        return self._obs(self._current), batch_infos(self._reset_infos(self._current), self.num_envs)
-
-    def step(self, actions: Sequence[str]):
-        if self._current is None:
-            raise RuntimeError("call reset() before step()")
+    def _check_actions(self, actions: Any) -> list[str]:
         # only ordered containers: list() of a dict or a set would score its keys, in no defined order
         if not isinstance(actions, (list, tuple, np.ndarray)):
             raise TypeError(
@@ -167,29 +130,55 @@ class AlpacaFarmVectorEnv(EpisodeSource, VectorEnv):
                 raise TypeError(f"response {i} is {type(r).__name__}, expected str")
             if len(r) > self.single_action_space.max_length:
                 raise ValueError(f"response {i} has {len(r)} characters > max_response_length")
+        return responses
+
+    def step(self, actions: Sequence[str]) -> tuple[dict[str, tuple[str, ...]], np.ndarray, np.ndarray, np.ndarray,
+                                                    dict[str, Any]]:
+        """Score ``num_envs`` responses in ONE batched reward call (each episode its own reward seed), then start
+        the next episodes (same-step autoreset).
+
+        Returns:
+            observations: the NEXT prompts.
+            rewards: ``float64[num_envs]``, the backend's scores.
+            terminations: all ``True``. truncations: all ``False``.
+            infos: the new episodes' ``example_index`` / ``dataset``, and under ``final_obs`` / ``final_info`` the
+            finished episodes' observations and infos (``reference_output``, ``response_length``, the backend's
+            details), each with its ``_key`` mask.
+        """
+        if self._current is None:
+            raise RuntimeError("call reset() before step()")
+        responses = self._check_actions(actions)
         rows = [self.rows[p] for p in self._current]
-        backend = self.reward_backend
-        # the ONE batched reward call of this step; each episode its own reward seed
-        scores, details = score_rows(backend, rows, responses, self._episode_seeds(self.num_envs))
-        name = str(getattr(backend, "name", type(backend).__name__))
-        final_infos, final_obs = [], np.full(self.num_envs, None, dtype=object)
-        for i, (row, resp, det) in enumerate(zip(rows, responses, details)):
-            info = copy.deepcopy(dict(det))
-            info.update(
-                reference_output=row["reference_output"], response_length=len(resp),
-                example_index=row["row_index"], dataset=row["dataset"], reward_backend=name,
-            )
-            final_infos.append(info)
-            final_obs[i] = {"instruction": row["instruction"], "input": row["input"], "prompt": row["prompt"]}
-        # same-step autoreset: every episode just ended, so every sub-env starts its next example now
-        self._current = [self._order.next() for _ in range(self.num_envs)]
-        infos = batch_infos(self._reset_infos(self._current), self.num_envs)
-        infos["final_obs"], infos["_final_obs"] = final_obs, np.ones(self.num_envs, dtype=np.bool_)
-        infos["final_info"], infos["_final_info"] = batch_infos(final_infos, self.num_envs), np.ones(self.num_envs, dtype=np.bool_)
-        rewards = np.asarray(scores, dtype=np.float64)
-        terminations = np.ones(self.num_envs, dtype=np.bool_)
-        truncations = np.zeros(self.num_envs, dtype=np.bool_)
-        return self._obs(self._current), rewards, terminations, truncations, infos
+        scores, final_infos = self._score(rows, responses)
+        return autoreset_step(self, rows, scores, final_infos)
 
     def __repr__(self) -> str:
         return f"AlpacaFarmVectorEnv(split={self.split!r}, num_envs={self.num_envs})"
+
+
+def check_num_envs(num_envs: int) -> int:
+    """``num_envs`` as an int, refused below 1."""
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    return int(num_envs)
+
+
+def batch_observations(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """The batched text observation of ``rows``: ``{"instruction": (...), "input": (...), "prompt": (...)}``."""
+    return {k: tuple(r[k] for r in rows) for k in TEXT_KEYS}
+
+
+def autoreset_step(env: Any, rows: Sequence[dict[str, Any]], rewards: Sequence[float],
+                   final_infos: list[dict[str, Any]]) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The end of a vector step whose episodes all just ended (on ``rows``): every sub-env starts its next example
+    now. Returns ``(next observations, rewards, terminations, truncations, infos)`` with the finished episodes under
+    ``final_obs`` / ``final_info``."""
+    n = env.num_envs
+    final_obs = np.full(n, None, dtype=object)
+    for i, row in enumerate(rows):
+        final_obs[i] = row_observation(row)
+    env._current = [env._order.next() for _ in range(n)]
+    obs, infos = env._begin(env._current)
+    infos["final_obs"], infos["_final_obs"] = final_obs, np.ones(n, dtype=np.bool_)
+    infos["final_info"], infos["_final_info"] = batch_infos(final_infos, n), np.ones(n, dtype=np.bool_)
+    return obs, np.asarray(rewards, dtype=np.float64), np.ones(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_), infos

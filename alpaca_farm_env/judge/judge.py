@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import os
 import weakref
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from ..annotators.base import Annotation, check_lengths, clean_pairs
 from ..annotators.pool import AnnotatorPool
+from ..context import USES_CONTEXT, RewardContext, data_dir_of
 from .answer_bank import REFERENCE, AnswerBank
 from ..utils import clean_text, digest
 from .coherence import GATE_PENALTY, GATE_VERSION, junk_scores
@@ -97,6 +98,7 @@ class DistilledJudge:
     """
 
     cost_per_annotation = 0.0  # local CPU only
+    capabilities: ClassVar[frozenset[str]] = frozenset({USES_CONTEXT})  # the env's data dir: the answer bank's
 
     def __init__(
         self,
@@ -112,7 +114,9 @@ class DistilledJudge:
         bank_artifact: BankArtifact | None = None,
         bank_holdout: bool | str = "banked",
         progress: bool = False,
+        context: RewardContext | None = None,
     ):
+        data_dir = data_dir_of(data_dir, context)
         config = config_for_variant(variant, config)
         self.config = config
         self.variant = "best" if isinstance(config, CrossEncoderConfig) else config.variant
@@ -153,17 +157,20 @@ class DistilledJudge:
 
     @classmethod
     def identity_for(cls, variant: str = "fast", *, head: int = 0, data_dir: str | os.PathLike | None = None,
-                     config: Any = None, bank: bool = True, bank_holdout: bool | str = "banked", **_: Any) -> str:
+                     config: Any = None, bank: bool = True, bank_holdout: bool | str = "banked",
+                     context: RewardContext | None = None, **_: Any) -> str:
         """The identity a judge built with these arguments has (cheap: nothing is loaded)."""
+        data_dir = data_dir_of(data_dir, context)
         config = config_for_variant(variant, config)
         return digest({"judge": judge_identity(config, data_dir, bank=bank), "head": head,
                        "bank_holdout": bank_holdout})[:16]
 
     @classmethod
     def judge_identity_for(cls, variant: str = "fast", *, data_dir: str | os.PathLike | None = None,
-                           config: Any = None, bank: bool = True, **_: Any) -> str:
+                           config: Any = None, bank: bool = True, context: RewardContext | None = None,
+                           **_: Any) -> str:
         """The judge's artifacts, whatever the head: a head of the pool judges like the pool (evaluator guard)."""
-        return judge_identity(config_for_variant(variant, config), data_dir, bank=bank)
+        return judge_identity(config_for_variant(variant, config), data_dir_of(data_dir, context), bank=bank)
 
     def scores(
         self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
@@ -304,6 +311,7 @@ class DistilledPool(AnnotatorPool):
 
     default_name = "distilled_pool"
     default_p_label_flip: float | None = None
+    capabilities: ClassVar[frozenset[str]] = frozenset({USES_CONTEXT})  # the env's data dir: the answer bank's
 
     def __init__(
         self,
@@ -318,7 +326,9 @@ class DistilledPool(AnnotatorPool):
         bank: bool = True,
         bank_holdout: bool | str = "banked",
         progress: bool = False,
+        context: RewardContext | None = None,
     ):
+        data_dir = data_dir_of(data_dir, context)
         config = config_for_variant(variant, config)
         members = _distilled_members(config, n_members, data_dir, progress, bank=bank, bank_holdout=bank_holdout)
         p = self.default_p_label_flip if p_label_flip == -1.0 else p_label_flip
@@ -332,9 +342,11 @@ class DistilledPool(AnnotatorPool):
     @classmethod
     def identity_for(cls, *, p_label_flip: float | None = -1.0, variant: str = "fast", n_members: int | None = None,
                      base_seed: int = 0, data_dir: str | os.PathLike | None = None, config: Any = None,
-                     bank: bool = True, bank_holdout: bool | str = "banked", **_: Any) -> str:
+                     bank: bool = True, bank_holdout: bool | str = "banked", context: RewardContext | None = None,
+                     **_: Any) -> str:
         """The identity a pool built with these arguments has (cheap: nothing is loaded): the judge's, plus the pool
         semantics (members, label noise, seed, holdout)."""
+        data_dir = data_dir_of(data_dir, context)
         config = config_for_variant(variant, config)
         p = cls.default_p_label_flip if p_label_flip == -1.0 else p_label_flip
         return digest({"judge": judge_identity(config, data_dir, bank=bank), "pool": "alpaca_farm_pool_v1",
@@ -343,10 +355,11 @@ class DistilledPool(AnnotatorPool):
 
     @classmethod
     def judge_identity_for(cls, *, variant: str = "fast", data_dir: str | os.PathLike | None = None,
-                           config: Any = None, bank: bool = True, **_: Any) -> str:
+                           config: Any = None, bank: bool = True, context: RewardContext | None = None,
+                           **_: Any) -> str:
         """The judge under the pool semantics: ``pooled`` and ``noisy_pooled`` share it (one is the other plus label
         noise), which is what the evaluator guard compares."""
-        return judge_identity(config_for_variant(variant, config), data_dir, bank=bank)
+        return judge_identity(config_for_variant(variant, config), data_dir_of(data_dir, context), bank=bank)
 
 
 class PooledJudge(DistilledPool):

@@ -1,15 +1,22 @@
 """Reward backends: text in, floats out.
 
 A backend implements ``score(prompts, responses, **row) -> list[float]``; ``row`` carries per-example columns as
-lists of the same length (``instruction``, ``input``, ``reference_output``, ...). Backends never see token ids, so the
+lists of the same length (``instruction``, ``input``, ``reference_output``). Backends never see token ids, so the
 policy and the reward model may use different tokenizers. A backend may also return per-example details from
 ``score_with_info`` (the env puts them in ``info``).
+
+``capabilities`` (a ClassVar) declares what else a backend offers: :data:`SCORES_TEXT` (every backend),
+:data:`SHARES_TRUNK`, :data:`JUDGES_PAIRS` and :data:`~alpaca_farm_env.context.USES_CONTEXT` (it takes
+``context=``, a :class:`~alpaca_farm_env.context.RewardContext`, in its constructor and in ``score`` /
+``score_with_info``). Callers ask :func:`capabilities_of`; nothing is recognised by ``isinstance`` or by its
+signature. See docs/rewards.md.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Protocol, Sequence, runtime_checkable
 
+from ..context import USES_CONTEXT, RewardContext, uses_context, with_context
 from ..registry import Registry
 
 
@@ -21,6 +28,7 @@ class RewardBackend(Protocol):
 
 
 SCORES_TEXT = "scores_text"  # score(prompts, responses, **row) on text (every backend)
+# USES_CONTEXT (alpaca_farm_env.context): the constructor and score take ``context=``, a RewardContext
 SHARES_TRUNK = "shares_trunk"  # holds ``model`` (a transformer with a trunk) and ``tokenizer`` PPO may share
 JUDGES_PAIRS = "judges_pairs"  # an annotator turned into a reward (``annotator``): compared by judgment identity
 
@@ -59,11 +67,14 @@ class FunctionReward(BaseReward):
         return out
 
 
-def score_with_info(backend: RewardBackend, prompts, responses, **row) -> tuple[list[float], list[dict[str, Any]]]:
-    """Scores plus per-example details, for any backend (details default to just the score)."""
+def score_with_info(backend: RewardBackend, prompts, responses, *, context: RewardContext | None = None,
+                    **row) -> tuple[list[float], list[dict[str, Any]]]:
+    """Scores plus per-example details, for any backend (details default to just the score). ``context`` reaches
+    backends that declare ``USES_CONTEXT``; the others never see it."""
+    extra = {"context": context} if context is not None and uses_context(backend) else {}
     if hasattr(backend, "score_with_info"):
-        return backend.score_with_info(prompts, responses, **row)
-    scores = [float(s) for s in backend.score(prompts, responses, **row)]
+        return backend.score_with_info(prompts, responses, **extra, **row)
+    scores = [float(s) for s in backend.score(prompts, responses, **extra, **row)]
     return scores, [{"score": s} for s in scores]
 
 
@@ -87,9 +98,11 @@ def register_reward(name: str, factory=None, *, override: bool = False):
     return REWARDS.register(name, factory, override=override)
 
 
-def make_reward(spec: Any, **kwargs: Any) -> RewardBackend:
-    """Build a backend from a name, ``"module:attr"``, a class, a scoring function, an instance or an entry point."""
-    return REWARDS.make(spec, **kwargs)
+def make_reward(spec: Any, *, context: RewardContext | None = None, **kwargs: Any) -> RewardBackend:
+    """Build a backend from a name, ``"module:attr"``, a class, a scoring function, an instance (returned as is) or an
+    entry point. ``context`` is passed to the classes that declare ``USES_CONTEXT``, and to no other."""
+    target = REWARDS.resolve(spec)
+    return REWARDS.make(target, **with_context(target, context, kwargs))
 
 
 def check_reward(spec: Any, **kwargs: Any) -> None:
@@ -107,6 +120,7 @@ def check_reward(spec: Any, **kwargs: Any) -> None:
 
 
 def list_rewards() -> list[str]:
+    """The registered reward names (and those published through entry points)."""
     return REWARDS.names()
 
 

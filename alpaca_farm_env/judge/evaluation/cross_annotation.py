@@ -104,17 +104,17 @@ def _training_info(annotator: Any) -> dict[str, Any] | None:
 
 
 def _make_judge(spec: Any, root: Any, progress: bool) -> Any:
-    """The annotator of ``spec``: an instance as given, a name built with the data dir and ``bank_holdout=True``
-    (and ``progress``) where its factory takes them."""
+    """The annotator of ``spec``: an instance as given, a name built with the data dir (in its context) and
+    ``bank_holdout=True`` (and ``progress``) where its factory takes them."""
     from ...annotators import ANNOTATORS, make_annotator
+    from ...context import RewardContext
     from ...utils import accepts_kwarg
 
     if not isinstance(spec, str):
         return spec
     factory = ANNOTATORS.resolve(spec)
-    kwargs = {k: v for k, v in (("data_dir", root), ("bank_holdout", True), ("progress", progress))
-              if accepts_kwarg(factory, k)}
-    return make_annotator(spec, **kwargs)
+    kwargs = {k: v for k, v in (("bank_holdout", True), ("progress", progress)) if accepts_kwarg(factory, k)}
+    return make_annotator(spec, context=RewardContext.of(root), **kwargs)
 
 
 def _judge_pairs(annotator: Any, rows: list[dict], outside: np.ndarray) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
