@@ -7,12 +7,12 @@ reward model first raises, then lowers the win-rate judged by the (noise-free) e
   scored by the proxy reward model; best-of-n for each ``n`` keeps the highest-scored of the first ``n`` samples (one
   sampling serves every n);
 * **PPO over steps**: the ``ppo`` agent trained against the same reward model on the ``unlabeled`` env, evaluated every
-  ``eval_every`` steps through its ``evaluate`` hook (its current policy answers the eval instructions at the
+  ``eval_every`` steps through its ``eval_hook`` (its current policy answers the eval instructions at the
   benchmark's temperature); step 0 is the SFT policy.
 
-Both quantities come through the env, as in the benchmark: the proxy reward is the mean return of an eval-split
-``AlpacaFarm-v0`` vector env whose reward is the reward model, the win-rate that of one whose reward is the evaluator
-(P(the response beats Davinci003), noise-free, instruction-keyed). The shared stages (SFT policy, preferences, reward
+Both quantities come through the env, by the benchmark's own evaluation path (``scoring.EvalScorer``): the proxy
+reward is the mean return of an eval-split ``AlpacaFarm-v0`` vector env whose reward is the reward model, the
+win-rate that of one whose reward is the evaluator (P(the response beats Davinci003), noise-free, instruction-keyed). The shared stages (SFT policy, preferences, reward
 model) are the benchmark's, cached in the run dir; every point is appended to ``points.jsonl`` as it is measured, so a
 killed run resumes (PPO from its checkpoint) without measuring a point twice. Writes ``overoptimization.csv`` and
 ``overoptimization.png`` (x: proxy reward, y: win-rate, one line per method).
@@ -28,8 +28,9 @@ from typing import Any, Callable, Sequence
 
 from ..errors import ConfigError
 from ..utils import atomic_write_text, digest, stable_hash
-from .config import BenchmarkConfig, eval_subset
+from .config import BenchmarkConfig
 from .pipeline import Pipeline, make_env
+from .runner import eval_instructions
 from .scoring import EvalScorer, EvalSplit
 
 DEFAULT_NS = (1, 2, 4, 8, 16)  # the paper sweeps n up to 1024 (Fig. 5, 12)
@@ -60,9 +61,7 @@ def run_overoptimization(
     folder.mkdir(parents=True, exist_ok=True)
 
     pipeline = Pipeline(cfg, run_dir, data_dir, progress, log)
-    eval_env = make_env({"id": "AlpacaFarm-v0", "split": "eval", "reference": cfg.reference, "reward": "length",
-                         "shuffle": False}, data_dir)
-    rows = eval_subset(eval_env.unwrapped.rows, cfg.n_eval, cfg.subset_seed)
+    rows = eval_instructions(cfg, data_dir)  # the benchmark's eval subset
     reward_stage, rm_key = pipeline.reward_model()
     reward, reward_kwargs = reward_of_stage(reward_stage)
     split = EvalSplit.from_config(cfg, cfg.annotator_kwargs, data_dir)
