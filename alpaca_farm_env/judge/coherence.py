@@ -64,7 +64,7 @@ _CODE_RE = re.compile(r"```|\b(?:code|coding|program|programming|function|regex|
 def _tokenizer():
     from tokenizers import Tokenizer
 
-    from .features import encoder_path
+    from .encoder import encoder_path
 
     tok = Tokenizer.from_file(str(encoder_path() / "tokenizer.json"))
     tok.no_truncation()

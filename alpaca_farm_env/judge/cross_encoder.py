@@ -1,6 +1,7 @@
 """The ``best`` variant of ``distilled_gpt4``: a fine-tuned all-MiniLM-L6-v2 cross-encoder trained on GPT-4's labels.
 
-Model (after the probe in ``shared/notes/offline-judge-probe.md``). A per-output score
+Model (the design a probe of frozen and fine-tuned MiniLM judges chose; docs/judge.md, the ``best`` variant).
+A per-output score
 
     s(x, o) = v . meanpool(MiniLM([x ; o]))  +  w . (hand(x, o) / scale)
 
@@ -38,14 +39,8 @@ import numpy as np
 
 from ..errors import CorruptFileError
 from ..utils import atomic_write, cache_dir, digest, stable_hash
-from .features import (
-    HAND_FEATURES,
-    EmbeddingCache,
-    encoder_path,
-    full_prompt,
-    hand_features,
-    text_digest,
-)
+from .encoder import EmbeddingCache, encoder_path, text_digest
+from .features import HAND_FEATURES, full_prompt, hand_features
 from .files import move_aside
 from .heads import feature_scale, fit_bt_head
 from .training_data import labels, load_training_pairs
@@ -161,6 +156,33 @@ def _load_torch_file(path: Path, what: str, keys: Sequence[str]) -> dict:
     return obj
 
 
+@dataclass
+class _Pairs:
+    """The training pairs as the loop reads them: prompts, both outputs, Bradley-Terry targets and scaled hand
+    features of each output (torch tensors)."""
+
+    prompts: list[str]
+    o1: list[str]
+    o2: list[str]
+    y: np.ndarray
+    h1: Any = None
+    h2: Any = None
+
+
+@dataclass
+class _Run:
+    """The state of a training run, saved in each checkpoint: the encoder and its projection, the hand weights,
+    their feature scale, the optimizer, the steps done and the loss of each step."""
+
+    scorer: CrossEncoderScorer
+    hand_w: Any  # torch.nn.Parameter
+    scale: np.ndarray
+    step: int
+    losses: list[float]
+    opt: Any = None  # torch.optim.AdamW
+    stopped_early: bool = False
+
+
 def train_best(
     config: CrossEncoderConfig,
     data_dir: str | os.PathLike | None = None,
@@ -182,12 +204,36 @@ def train_best(
     out = artifact_dir(config)
     ckpt_path = out / "checkpoint.pt"
     rows = list(rows) if rows is not None else load_training_pairs(data_dir, config.models, config.max_pairs_per_model)
-    n = len(rows)
     prompts = [full_prompt(r["instruction"], r.get("input", "") or "") for r in rows]
-    o1, o2 = [r["output_1"] for r in rows], [r["output_2"] for r in rows]
-    y = labels(rows)
+    data = _Pairs(prompts, [r["output_1"] for r in rows], [r["output_2"] for r in rows], labels(rows))
     torch.manual_seed(config.seed)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    run, ck = _start_or_resume(config, ckpt_path, data)
+    resumed_from = run.step
+    data.h1 = torch.as_tensor(_hand(data.prompts, data.o1) / run.scale)
+    data.h2 = torch.as_tensor(_hand(data.prompts, data.o2) / run.scale)
+    run.opt = _optimizer(config, run, ck)
+    if not _train_steps(config, run, data, ckpt_path, t0, checkpoint_every, time_budget_s, stop_after_steps,
+                        progress):
+        return out
+    run.scorer.encoder.eval()
+    heads = _pool_heads(config, run, data)
+    _save_atomic({"scorer": run.scorer.state(), "scale": run.scale, "heads": np.stack(heads)}, out / "model.pt")
+    losses = run.losses
+    meta = {"config": dataclasses.asdict(config), "key": config.key(), "n_pairs": len(rows), "steps": run.step,
+            "resumed_from_step": resumed_from, "stopped_early": run.stopped_early,
+            "final_loss_50": float(np.mean(losses[-50:])) if losses else None,
+            "models": sorted({r["model"] for r in rows}), "train_seconds_last_run": round(time.time() - t0, 1),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode("utf-8")))
+    return out
+
+
+def _start_or_resume(config: CrossEncoderConfig, ckpt_path: Path, data: _Pairs) -> tuple[_Run, dict | None]:
+    """The run resumed from the checkpoint at ``ckpt_path`` (returned too), or a fresh one: the encoder term at zero
+    and the hand weights from the hand-feature Bradley-Terry regression (``init_hand_head``)."""
+    import torch
+
     ck = None
     if ckpt_path.is_file():
         try:
@@ -197,97 +243,118 @@ def train_best(
             move_aside(ckpt_path, e)
     if ck is not None:
         scorer = CrossEncoderScorer(config.max_length, ck["scorer"])
-        scale, w0, step = ck["scale"], None, int(ck["step"])
+        scale, step = ck["scale"], int(ck["step"])
         hand_w = torch.nn.Parameter(torch.as_tensor(ck["hand_w"]))
         logger.info("resuming the best judge from step %d (%s)", step, ckpt_path)
     else:
         scorer = CrossEncoderScorer(config.max_length)
-        scale, w0 = init_hand_head(prompts, o1, prompts, o2, y, config.l2_init)
+        scale, w0 = init_hand_head(data.prompts, data.o1, data.prompts, data.o2, data.y, config.l2_init)
         hand_w = torch.nn.Parameter(torch.as_tensor(w0, dtype=torch.float32))
         step = 0
-    resumed_from = step
-    h1 = torch.as_tensor(_hand(prompts, o1) / scale)
-    h2 = torch.as_tensor(_hand(prompts, o2) / scale)
+    return _Run(scorer, hand_w, scale, step, list(ck["losses"]) if ck is not None else []), ck
+
+
+def _optimizer(config: CrossEncoderConfig, run: _Run, ck: dict | None):
+    """AdamW over the encoder (``encoder_lr``, weight decay) and the head (``head_lr``); a resumed run gets its
+    optimizer state back, and the torch RNG, so that dropout masks continue exactly where the killed run stopped."""
+    import torch
+
     opt = torch.optim.AdamW([
-        {"params": list(scorer.encoder.parameters()), "lr": config.encoder_lr, "weight_decay": config.weight_decay},
-        {"params": list(scorer.proj.parameters()) + [hand_w], "lr": config.head_lr, "weight_decay": 0.0},
+        {"params": list(run.scorer.encoder.parameters()), "lr": config.encoder_lr,
+         "weight_decay": config.weight_decay},
+        {"params": list(run.scorer.proj.parameters()) + [run.hand_w], "lr": config.head_lr, "weight_decay": 0.0},
     ])
-    base_lrs = [config.encoder_lr, config.head_lr]
     if ck is not None:
         opt.load_state_dict(ck["opt"])
-        if ck.get("torch_rng") is not None:  # dropout masks continue exactly where the killed run stopped
+        if ck.get("torch_rng") is not None:
             torch.set_rng_state(ck["torch_rng"])
-    # the pair order: one seeded permutation per epoch (numpy Generator on (seed, epoch)), so a resume replays it
-    def batch_at(s: int) -> np.ndarray:
-        per_epoch = max(1, n // config.batch_pairs)
-        epoch, j = divmod(s, per_epoch)
-        perm = np.random.default_rng([config.seed, epoch]).permutation(n)
-        return perm[j * config.batch_pairs : (j + 1) * config.batch_pairs]
+    return opt
 
-    scorer.encoder.train()
+
+def _batch_at(config: CrossEncoderConfig, n: int, s: int) -> np.ndarray:
+    """The pairs of step ``s``: one seeded permutation per epoch (numpy Generator on (seed, epoch)), so a resumed
+    run replays the order."""
+    per_epoch = max(1, n // config.batch_pairs)
+    epoch, j = divmod(s, per_epoch)
+    perm = np.random.default_rng([config.seed, epoch]).permutation(n)
+    return perm[j * config.batch_pairs : (j + 1) * config.batch_pairs]
+
+
+def _train_steps(config: CrossEncoderConfig, run: _Run, data: _Pairs, ckpt_path: Path, t0: float,
+                 checkpoint_every: int, time_budget_s: float | None, stop_after_steps: int | None,
+                 progress: bool) -> bool:
+    """Bradley-Terry steps (linear warm-up, gradients clipped at 1) until ``max_steps`` or the time budget, with a
+    checkpoint every ``checkpoint_every`` steps. Returns False when stopped by ``stop_after_steps`` (a simulated
+    kill: the checkpoint is written, nothing is finalised)."""
+    import torch
+
+    base_lrs = [config.encoder_lr, config.head_lr]
+    run.scorer.encoder.train()
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.max_steps, initial=step, desc="fine-tuning best judge", unit="step")
-    losses: list[float] = list(ck["losses"]) if ck is not None else []
-    stopped_early = False
+        bar = tqdm(total=config.max_steps, initial=run.step, desc="fine-tuning best judge", unit="step")
     steps_this_run = 0
-    while step < config.max_steps:
+    while run.step < config.max_steps:
         if time_budget_s is not None and time.time() - t0 > time_budget_s:
-            stopped_early = True
+            run.stopped_early = True
             break
-        idx = batch_at(step)
-        warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
-        for g, lr in zip(opt.param_groups, base_lrs):
+        idx = _batch_at(config, len(data.prompts), run.step)
+        warm = min(1.0, (run.step + 1) / max(1, config.warmup_steps))
+        for g, lr in zip(run.opt.param_groups, base_lrs):
             g["lr"] = lr * warm
-        p = [prompts[i] for i in idx]
-        s = scorer.forward(p + p, [o1[i] for i in idx] + [o2[i] for i in idx], config.bf16)
+        p = [data.prompts[i] for i in idx]
+        s = run.scorer.forward(p + p, [data.o1[i] for i in idx] + [data.o2[i] for i in idx], config.bf16)
         k = len(idx)
-        diff = (s[k:] - s[:k]) + (h2[idx] - h1[idx]) @ hand_w
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(diff, torch.as_tensor(y[idx], dtype=torch.float32))
-        opt.zero_grad()
+        diff = (s[k:] - s[:k]) + (data.h2[idx] - data.h1[idx]) @ run.hand_w
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(diff, torch.as_tensor(data.y[idx],
+                                                                                          dtype=torch.float32))
+        run.opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(scorer.parameters() + [hand_w], 1.0)
-        opt.step()
-        step += 1
+        torch.nn.utils.clip_grad_norm_(run.scorer.parameters() + [run.hand_w], 1.0)
+        run.opt.step()
+        run.step += 1
         steps_this_run += 1
-        losses.append(float(loss.detach()))
+        run.losses.append(float(loss.detach()))
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        if step % checkpoint_every == 0 or (stop_after_steps is not None and steps_this_run >= stop_after_steps):
-            _save_atomic({"scorer": scorer.state(), "hand_w": hand_w.detach().numpy(), "scale": scale,
-                          "opt": opt.state_dict(), "step": step, "losses": losses,
+            bar.set_postfix(loss=f"{np.mean(run.losses[-50:]):.3f}")
+        killed = stop_after_steps is not None and steps_this_run >= stop_after_steps
+        if run.step % checkpoint_every == 0 or killed:
+            _save_atomic({"scorer": run.scorer.state(), "hand_w": run.hand_w.detach().numpy(), "scale": run.scale,
+                          "opt": run.opt.state_dict(), "step": run.step, "losses": run.losses,
                           "torch_rng": torch.get_rng_state()}, ckpt_path)
-        if stop_after_steps is not None and steps_this_run >= stop_after_steps:
+        if killed:
             if bar is not None:
                 bar.close()
-            return out
+            return False
     if bar is not None:
         bar.close()
-    scorer.encoder.eval()
-    # pool members: a_h * s_enc + w_h . hand, refitted on bootstrap resamples of a fixed subset of training pairs
+    return True
+
+
+def _pool_heads(config: CrossEncoderConfig, run: _Run, data: _Pairs) -> list[np.ndarray]:
+    """Head 0 (encoder weight 1, the trained hand weights) and the pool members' heads: ``a_h * s_enc + w_h . hand``,
+    refitted on bootstrap resamples of a fixed subset of ``n_pool_pairs`` training pairs."""
+    import torch
+
+    n = len(data.prompts)
     sub = np.asarray(sorted(range(n), key=lambda i: stable_hash("pool", config.seed, i))[: config.n_pool_pairs])
     with torch.inference_mode():
         se = np.concatenate([
-            scorer.forward([prompts[i] for i in sub[b : b + 32]] * 2,
-                           [o1[i] for i in sub[b : b + 32]] + [o2[i] for i in sub[b : b + 32]], config.bf16)
+            run.scorer.forward([data.prompts[i] for i in sub[b : b + 32]] * 2,
+                               [data.o1[i] for i in sub[b : b + 32]] + [data.o2[i] for i in sub[b : b + 32]],
+                               config.bf16)
             .reshape(2, -1).numpy().T for b in range(0, len(sub), 32)
         ]) if len(sub) else np.zeros((0, 2))
-    d = np.concatenate([(se[:, 1] - se[:, 0])[:, None], (h2[sub] - h1[sub]).numpy()], axis=1)
-    heads = [np.concatenate([[1.0], hand_w.detach().numpy()]).astype(np.float32)]
+    d = np.concatenate([(se[:, 1] - se[:, 0])[:, None], (data.h2[sub] - data.h1[sub]).numpy()], axis=1)
+    heads = [np.concatenate([[1.0], run.hand_w.detach().numpy()]).astype(np.float32)]
     for h in range(1, config.n_bootstrap + 1):
         rng = np.random.default_rng(config.seed * 1000 + h)
         wgt = np.bincount(rng.integers(0, len(sub), len(sub)), minlength=len(sub)).astype(float)
-        heads.append(fit_bt_head(d, y[sub], config.l2_init, wgt))
-    _save_atomic({"scorer": scorer.state(), "scale": scale, "heads": np.stack(heads)}, out / "model.pt")
-    meta = {"config": dataclasses.asdict(config), "key": config.key(), "n_pairs": n, "steps": step, "resumed_from_step": resumed_from,
-            "stopped_early": stopped_early, "final_loss_50": float(np.mean(losses[-50:])) if losses else None,
-            "models": sorted({r["model"] for r in rows}), "train_seconds_last_run": round(time.time() - t0, 1),
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode("utf-8")))
-    return out
+        heads.append(fit_bt_head(d, data.y[sub], config.l2_init, wgt))
+    return heads
 
 
 class BestJudgeModel:

@@ -58,7 +58,7 @@ class LMEvidence:
     @property
     def cache(self):
         if self._cache is None:
-            from .features import EmbeddingCache
+            from .encoder import EmbeddingCache
 
             self._cache = EmbeddingCache(cache_dir("judge", "embeddings") / "lm_evidence.sqlite")
         return self._cache
@@ -111,7 +111,7 @@ class LMEvidence:
         """(n, 4): ``ll`` and ``ll_shuffled`` of the opening, then of the closing window (NaN for texts under
         ``MIN_WORDS`` words, for a closing a short text does not have, and for ``ll_shuffled`` where
         ``ll >= CLEAR_LL``)."""
-        from .features import text_digest
+        from .encoder import text_digest
 
         res = np.full((len(texts), 4), np.nan, np.float32)
         todo = [i for i, t in enumerate(texts) if len((t or "").split()) >= MIN_WORDS]
