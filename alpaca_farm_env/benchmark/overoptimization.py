@@ -12,9 +12,10 @@ reward model first raises, then lowers the win-rate judged by the (noise-free) e
 
 Both quantities come through the env, by the benchmark's own evaluation path (``scoring.EvalScorer``): the proxy
 reward is the mean return of an eval-split ``AlpacaFarm-v0`` vector env whose reward is the reward model, the
-win-rate that of one whose reward is the evaluator (P(the response beats Davinci003), noise-free, instruction-keyed). The shared stages (SFT policy, preferences, reward
-model) are the benchmark's, cached in the run dir; every point is appended to ``points.jsonl`` as it is measured, so a
-killed run resumes (PPO from its checkpoint) without measuring a point twice. Writes ``overoptimization.csv`` and
+win-rate that of one whose reward is the evaluator (P(the response beats Davinci003), noise-free, instruction-keyed).
+The shared stages (SFT policy, preferences, reward model) are the benchmark's, cached in the run dir; every point is
+appended to ``points.jsonl`` as it is measured, so a killed run resumes (PPO from its checkpoint) without measuring a
+point twice. Writes ``overoptimization.csv`` and
 ``overoptimization.png`` (x: proxy reward, y: win-rate, one line per method).
 """
 from __future__ import annotations

@@ -10,6 +10,8 @@ method that needs it, keyed by everything that determines it:
 
 Each stage lives in ``<run_dir>/stages/<stage>-<key>/`` and records its wall time in ``stage.json``; a killed stage
 resumes from its checkpoint or JSONL file. Stages are built only when a method asks for them (``Agent.STAGES``).
+A method that runs the agent a stage is built with (``SFTAgent`` for ``sft``) *is* that stage
+(:meth:`Pipeline.stage_of`).
 """
 from __future__ import annotations
 
