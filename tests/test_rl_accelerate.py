@@ -38,12 +38,12 @@ SCRIPT = textwrap.dedent('''
     agent.fit({"unlabeled": env}, output_dir=out + "/run")
     acc = agent.accelerator
     h = hashlib.sha256()
-    for name, p in sorted(agent._unwrapped.named_parameters()):
+    for name, p in sorted(agent.trainer.unwrapped.named_parameters()):
         h.update(name.encode()); h.update(p.detach().cpu().numpy().tobytes())
     start = tiny_llama(seed=0).model.state_dict()
-    moved = any(not torch.equal(v, start[k]) for k, v in agent._unwrapped.policy.state_dict().items())
+    moved = any(not torch.equal(v, start[k]) for k, v in agent.trainer.unwrapped.policy.state_dict().items())
     json.dump({"rank": acc.process_index, "world": acc.num_processes, "digest": h.hexdigest(), "moved": moved,
-               "shard": [r["instruction"] for r in agent.env.rows]}, open(f"{out}/rank{acc.process_index}.json", "w"))
+               "shard": [r["instruction"] for r in agent.trainer.env.rows]}, open(f"{out}/rank{acc.process_index}.json", "w"))
 ''')
 
 

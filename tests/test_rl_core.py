@@ -1,4 +1,4 @@
-"""rl_core: whitening, reward shaping, GAE, the PPO and Quark losses, the KL controller, the response padding and the
+"""The rl/ toolkit: whitening, reward shaping, GAE, the PPO and Quark losses, the KL controller, the response padding and the
 per-token alignment of log-probs and values, each against numbers worked out by hand in the comments."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from alpaca_farm_env.agents import rl_core as rc
+import alpaca_farm_env.rl as rc
+from alpaca_farm_env.csvlog import CSVLogger
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -185,7 +186,7 @@ def test_logprobs_and_values_read_the_position_before_each_response_token():
 
 
 def test_csv_logger_resume_drops_rows_after_the_checkpoint(tmp_path):
-    log = rc.CSVLogger(tmp_path / "m.csv", ["step", "reward_mean"])
+    log = CSVLogger(tmp_path / "m.csv", ["step", "reward_mean"])
     for s in range(1, 5):
         log.log({"step": s, "reward_mean": s / 10})
     log.resume(2)  # the checkpoint was at step 2: rows 3 and 4 will be redone
@@ -198,11 +199,64 @@ def test_csv_logger_resume_drops_rows_after_the_checkpoint(tmp_path):
 
 def test_an_rl_agent_missing_a_hook_fails_at_construction():
     """A user's RL method on the shared core learns of a missing hook when it is built, not in the middle of a fit."""
-    from alpaca_farm_env.agents.rl_core import RLAgentBase
+    from alpaca_farm_env.rl import RLMethod
 
-    class Partial(RLAgentBase):
-        def _build(self, policy, reward_backend):
+    class Partial(RLMethod):
+        def build(self, policy, reward_backend):
             pass
 
-    with pytest.raises(TypeError, match="_train_step"):
+    with pytest.raises(TypeError, match="step"):
         Partial()
+
+
+# ---------------------------------------------------------------------------------------------------- configs, run key
+def test_rl_config_holds_the_shared_fields_and_the_method_configs_extend_it():
+    import dataclasses
+
+    from alpaca_farm_env.agents.ppo import PPOConfig
+    from alpaca_farm_env.agents.quark import QuarkConfig
+
+    shared = [f.name for f in dataclasses.fields(rc.RLConfig)]
+    assert len(shared) == 23
+    assert issubclass(PPOConfig, rc.RLConfig) and issubclass(QuarkConfig, rc.RLConfig)
+    assert [f.name for f in dataclasses.fields(PPOConfig)][:23] == shared
+    assert set(f.name for f in dataclasses.fields(PPOConfig)) - set(shared) == {
+        "noptepochs", "adaptive_kl", "target_kl", "k_beta", "cliprange", "cliprange_value", "vf_coef", "gamma", "lam",
+        "whiten_rewards"}
+    assert set(f.name for f in dataclasses.fields(QuarkConfig)) - set(shared) == {
+        "entropy_coef", "num_reward_tokens", "train_on_best_quantile"}
+    # the two methods' own defaults where the scripts differ (rlhf_ppo.sh vs rlhf_quark.sh)
+    assert (PPOConfig().learning_rate, PPOConfig().kl_coef) == (1e-5, 0.0067)
+    assert (QuarkConfig().learning_rate, QuarkConfig().kl_coef) == (3e-6, 0.05)
+    assert PPOConfig.RANGES == QuarkConfig.RANGES == {"eval_steps": (0, None), "n_eval_prompts": (0, None)}
+
+
+def test_every_field_of_every_rl_config_is_documented():
+    """Each field is followed by its docstring (TRL style), in the class that declares it."""
+    import ast
+    import inspect
+
+    from alpaca_farm_env.agents.ppo import PPOConfig
+    from alpaca_farm_env.agents.quark import QuarkConfig
+
+    for cls in (rc.RLConfig, PPOConfig, QuarkConfig):
+        body = ast.parse(inspect.getsource(cls)).body[0].body
+        for node, after in zip(body, body[1:] + [None]):
+            if isinstance(node, ast.AnnAssign):
+                name = node.target.id
+                doc = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else None
+                assert isinstance(doc, str) and len(doc.split()) >= 4, f"{cls.__name__}.{name} has no docstring"
+
+
+def test_the_run_key_of_an_unchanged_config_is_the_one_older_run_dirs_hold():
+    """Configs now inherit RLConfig (another field order); the run key digests sorted keys, so run dirs and
+    checkpoints written before resume. The literals were computed with the code before the split."""
+    from alpaca_farm_env.agents.ppo import PPOConfig
+    from alpaca_farm_env.agents.quark import QuarkConfig
+
+    reward = ("reward_model", {"model_dir": "runs/rm"})
+    assert rc.run_key("ppo", PPOConfig(), *reward, "tiny-llama", 100, 2) == "dcb4d96f20d2fb66"
+    assert rc.run_key("quark", QuarkConfig(seed=3), *reward, "tiny-llama", 100, 2) == "3a5a58010be389c1"
+    # stop_after says where one call stops, not what the run is
+    assert rc.run_key("ppo", PPOConfig(stop_after=3), *reward, "tiny-llama", 100, 2) == "dcb4d96f20d2fb66"
+    assert rc.run_key("ppo", PPOConfig(kl_coef=0.5), *reward, "tiny-llama", 100, 2) != "dcb4d96f20d2fb66"

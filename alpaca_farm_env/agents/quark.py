@@ -1,10 +1,11 @@
 """``quark``: AlpacaFarm's Quark variant (paper Sec. 4 / App. B.2): reward-quantile filtering plus a KL anchor.
 
-Reference: tatsu-lab/alpaca_farm ``examples/scripts/rlhf_quark.sh``, ``src/alpaca_farm/rl/quark_trainer.py``,
-``rl/quark_utils.py``; reference notes Sec. 5.5 / 8.10. Shared pieces (rollout through the env, log-probs, losses,
-logging, checkpoints, Accelerate) are in :mod:`.rl_core`.
+Reference (tatsu-lab/alpaca_farm): ``examples/scripts/rlhf_quark.sh`` -> ``examples/rlhf_quark.py``;
+``src/alpaca_farm/rl/quark_trainer.py`` (``rollout``, ``compute_loss``, ``step``), ``src/alpaca_farm/rl/
+quark_utils.py``. The loop around the step (optimizer, schedule, checkpoints, logging, Accelerate, evals) is
+:class:`~alpaca_farm_env.rl.trainer.RLTrainer`; the loss is :func:`alpaca_farm_env.rl.losses.quark_loss`.
 
-One Quark step (``_train_step``):
+One Quark step (:meth:`QuarkAgent.step`):
 
 1. the data pool is cleared (``clear_data_pool_on_each_rollout``: the paper's change to Quark, whose original pool grows);
 2. this process's share of ``rollout_batch_size`` prompts is sampled at temperature 1.0 (top_p 1, top_k 0) and scored
@@ -15,7 +16,8 @@ One Quark step (``_train_step``):
 4. ONE optimizer step over ``step_batch_size`` sequences drawn from the kept pairs by an infinite shuffled loader
    (256 of 128 = two passes), accumulated over micro-batches: per-token loss ``NLL + kl_coef * KL(pi || pi_ref)``
    over the full (original) vocabulary, ``- entropy_coef * H`` (0: the paper drops the entropy term), zeroed at
-   pads, mean over all positions; grad-norm clip 1.0, AdamW (lr 3e-6, eps 1e-5), linear schedule with 5 warm-up steps.
+   pads, mean over all positions; grad-norm clip 1.0, AdamW (lr 3e-6, eps 1e-5); the trainer steps the linear
+   schedule (5 warm-up steps).
 
 The all-quantile variant (``train_on_best_quantile=False``): ``<reward_0>`` .. ``<reward_{K-1}>`` are added as special
 tokens (new embedding rows = mean of the old rows + Gaussian jitter x their std), each kept pair is trained with its
@@ -30,62 +32,51 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
+from ..rl import (
+    RLConfig, RLMethod, encode_queries, epoch_order, frozen_copy, quark_loss, reference_of, response_logits,
+    sequence_inputs, with_lora,
+)
 from ..utils import stable_hash
 from .base import register_agent
-from .rl_core import (
-    RLAgentBase, encode_queries, epoch_order, frozen_copy, make_optimizer, quark_loss, reference_of,
-    response_logits, sequence_inputs, with_lora,
-)
+from .common import reward_of_stage
+from .sft import BaseAgent
 
 
 @dataclass
-class QuarkConfig:
-    """Quark hyper-parameters; defaults are ``examples/scripts/rlhf_quark.sh``'s (reference notes Sec. 5.5)."""
+class QuarkConfig(RLConfig):
+    """Quark's hyper-parameters: :class:`~alpaca_farm_env.rl.config.RLConfig`'s shared fields with
+    ``examples/scripts/rlhf_quark.sh``'s learning rate and KL coefficient, plus Quark's own (reference
+    ``examples/rlhf_quark.py`` ``TrainingArguments``). One optimizer step per Quark step: ``step_batch_size`` 256 is
+    2 per device x 32 accumulation x 4 GPUs in ``rlhf_quark.sh``."""
 
-    # eval_steps 0 / n_eval_prompts 0: no periodic eval (validation.default_range covers the rest)
-    RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {"eval_steps": (0, None), "n_eval_prompts": (0, None)}
-
-
-    rollout_batch_size: int = 512  # 32 per device x 4 accumulation x 4 GPUs
-    step_batch_size: int = 256  # 2 per device x 32 accumulation x 4 GPUs; one optimizer step per Quark step
-    rollout_per_device_batch_size: int = 32
-    step_per_device_batch_size: int = 2
     learning_rate: float = 3e-6
-    warmup_steps: int = 5
-    adam_epsilon: float = 1e-5
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    """AdamW learning rate, the peak of the linear schedule. ``rlhf_quark.sh``: 3e-6."""
     kl_coef: float = 0.05
+    """Weight of ``KL(pi || pi_ref)`` (over the full vocabulary) in the per-token loss. ``rlhf_quark.sh``: 0.05."""
     entropy_coef: float = 0.0
-    num_reward_tokens: int = 4  # quantiles
+    """Weight of the entropy bonus ``- entropy_coef * H(pi)``; 0 because the paper drops Quark's entropy term
+    (App. B.2; ``examples/rlhf_quark.py``)."""
+    num_reward_tokens: int = 4
+    """Reward quantiles the pool is cut into (and, in the all-quantile variant, reward tokens
+    ``<reward_0>``..``<reward_{K-1}>``). ``examples/rlhf_quark.py``: 4."""
     train_on_best_quantile: bool = True
-    temperature: float = 1.0
-    query_len: int = 192
-    response_len: int = 300
-    total_steps: int = 390  # total_epochs 10 over the 20k unlabeled prompts / 512
-    save_steps: int = 20
-    eval_steps: int = 20
-    n_eval_prompts: int = 8
-    seed: int = 42
-    lean: bool = False  # LoRA policy, reference = adapter disabled
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    stop_after: int | None = None  # stop (checkpointed, unfinished) after this many steps: tests of resume
+    """Train on the best quantile only, with no reward token (the reference's setting); False: every quantile behind
+    its reward token. ``examples/rlhf_quark.py``: True."""
 
 
 def reward_token(k: int) -> str:
+    """Returns the special token of reward quantile ``k`` (0 = the best)."""
     return f"<reward_{k}>"
 
 
 def add_reward_tokens(model: Any, tokenizer: Any, k: int, seed: int) -> int:
     """Add ``<reward_0>`` .. ``<reward_{k-1}>`` as special tokens; new input (and untied output) embedding rows =
-    mean of the old rows + N(0, 1) x their per-dimension std (reference ``quark_trainer``; notes Sec. 5.5). Returns
-    the original vocabulary size (the KL is taken over it)."""
+    mean of the old rows + N(0, 1) x their per-dimension std (reference ``quark_trainer``). Returns the original
+    vocabulary size (the KL is taken over it)."""
     n_old = model.get_input_embeddings().weight.shape[0]
     tokenizer.add_special_tokens({"additional_special_tokens": [reward_token(i) for i in range(k)]})
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
@@ -103,7 +94,7 @@ def add_reward_tokens(model: Any, tokenizer: Any, k: int, seed: int) -> int:
 
 
 @register_agent("quark")
-class QuarkAgent(RLAgentBase):
+class QuarkAgent(RLMethod, BaseAgent):
     """Quark. ``fit(envs, policy=..., reward=..., output_dir=...)``; ``respond`` samples from the trained policy
     (behind ``<reward_0>`` in the all-quantile variant). Constructor as :class:`~.ppo.PPOAgent`, ``config``:
     :class:`QuarkConfig`."""
@@ -114,63 +105,69 @@ class QuarkAgent(RLAgentBase):
         "reward_mean", "reward_std", "reward_kept_mean", "loss", "nll", "kl", "entropy", "kl_coef", "response_length",
         "tokens_per_s", "lr")
 
+    def fit(self, envs: Mapping[str, Any], *, policy: Any = None, reward: Any = None, output_dir: Any = None,
+            **_: Any) -> None:
+        """Train from the ``policy`` stage against the ``reward`` stage on ``envs["unlabeled"]`` (see
+        :meth:`RLMethod.train <alpaca_farm_env.rl.method.RLMethod.train>`); returns None."""
+        self.train(envs, policy=policy, reward=None if reward is None else reward_of_stage(reward),
+                   output_dir=output_dir)
+
     @property
     def prefix(self) -> str:
+        """The text before every prompt: ``<reward_0>`` in the all-quantile variant, else nothing."""
         return "" if self.config.train_on_best_quantile else reward_token(0)
 
-    def _build(self, start: Any, backend: Any) -> None:
+    # ------------------------------------------------------------------------------------------------ models
+    def build(self, policy: Any, reward_backend: Any) -> Any:
+        """Returns the policy to train (a copy of the stage's; LoRA in lean mode; reward tokens added in the
+        all-quantile variant) and keeps the frozen reference (None in lean mode)."""
         cfg, acc = self.config, self.accelerator
         if cfg.num_reward_tokens < 1 or cfg.rollout_batch_size // acc.num_processes < cfg.num_reward_tokens:
             raise ValueError("quark needs num_reward_tokens >= 1 and at least that many rollouts per process")
-        model = copy.deepcopy(start.model)
+        self.tokenizer, self.start_name = policy.tokenizer, policy.name
+        model = copy.deepcopy(policy.model)
         self.n_vocab = model.get_output_embeddings().weight.shape[0]
         if not cfg.train_on_best_quantile:
             if cfg.lean:
                 raise ValueError("quark's all-quantile variant (reward tokens) is not available in lean mode")
-            self.tokenizer = copy.deepcopy(start.tokenizer)  # the stage's tokenizer stays as it is
+            self.tokenizer = copy.deepcopy(policy.tokenizer)  # the stage's tokenizer stays as it is
             self.n_vocab = add_reward_tokens(model, self.tokenizer, cfg.num_reward_tokens, cfg.seed)
         if cfg.lean:
             model = with_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
             self.ref = None
         else:
             self.ref = frozen_copy(model).to(acc.device)
-        model.eval()  # no dropout
-        opt, self.scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
-        self.trained_module, self.optimizer = acc.prepare(model, opt)
-        acc.register_for_checkpointing(self.scheduler)
+        return model.eval()  # no dropout
 
-    @property
-    def _unwrapped(self) -> Any:
-        return self.accelerator.unwrap_model(self.trained_module)
-
-    def _current_policy(self) -> Any:
+    def current_policy(self) -> Any:
         from ..models import Policy
 
-        return Policy(self._unwrapped, self.tokenizer, name=f"{self.policy.name}:quark")
+        return Policy(self.trainer.unwrapped, self.tokenizer, name=f"{self.start_name}:quark")
 
-    def _final_policy(self) -> Any:
+    def final_policy(self) -> Any:
         from ..models import Policy
 
-        model = copy.deepcopy(self._unwrapped)
+        model = copy.deepcopy(self.trainer.unwrapped)
         if self.config.lean:
             model = model.merge_and_unload()
-        return Policy(model.eval(), self.tokenizer, name=f"{self.policy.name}:quark")
+        return Policy(model.eval(), self.tokenizer, name=f"{self.start_name}:quark")
 
-    def respond(self, observations):
-        if self.prefix:  # condition on the best quantile's token
+    def respond(self, observations: Sequence[dict[str, Any]]) -> list[str]:
+        """One response per observation, conditioned on the best quantile's token in the all-quantile variant."""
+        if self.prefix:
             observations = [{**o, "prompt": self.prefix + (o.get("prompt") or "")} for o in observations]
         return super().respond(observations)
 
     # ------------------------------------------------------------------------------------------------ one step
-    def _train_step(self, step: int) -> dict[str, Any]:
-        cfg, acc, model = self.config, self.accelerator, self.trained_module
+    def step(self, step: int) -> dict[str, Any]:
+        """One Quark step (module docstring, 1-4). Returns the metrics row (``CSV_FIELDS`` but ``lr``)."""
+        cfg, tr = self.config, self.trainer
         t0 = time.time()
         # 1-2. a fresh pool: this step's rollouts only (quark_trainer: clear_data_pool_on_each_rollout)
-        chunks, scores, prompts = self.collect(step, self._unwrapped, prefix=self.prefix)
-        pad = self.tokenizer.pad_token_id
+        chunks, scores, prompts = tr.rollouts(step, tr.unwrapped, self.tokenizer, prefix=self.prefix)
         responses = torch.cat([c["responses"] for c in chunks])
         rmask = torch.cat([c["response_mask"] for c in chunks])
-        n_tokens = self.all_reduce(rmask.sum().float().cpu())
+        n_tokens = tr.all_reduce(rmask.sum().float().cpu())
         t_rollout = time.time() - t0
         # 3. sort by reward, cut into quantiles; keep the best one (or all, behind their quantile tokens)
         K = cfg.num_reward_tokens
@@ -180,16 +177,33 @@ class QuarkAgent(RLAgentBase):
         kept = [(i, 0) for i in quantiles[0]] if cfg.train_on_best_quantile else [
             (i, k) for k, idx in enumerate(quantiles) for i in idx]
         texts = [(reward_token(k) if not cfg.train_on_best_quantile else "") + prompts[i] for i, k in kept]
-        queries, qmask = encode_queries(self.tokenizer, texts, pad)
+        queries, qmask = encode_queries(self.tokenizer, texts, self.tokenizer.pad_token_id)
         device = responses.device
         data = {"queries": queries.to(device), "query_mask": qmask.to(device),
                 "responses": responses[[i for i, _ in kept]], "response_mask": rmask[[i for i, _ in kept]]}
         # 4. one optimizer step over step_batch_size sequences from an infinite shuffled loader of the kept pairs
-        per_step = cfg.step_batch_size // acc.num_processes
+        losses = self._optimise(data, len(kept), step)
+        sc = torch.tensor(scores)
+        reward_mean = tr.global_mean(float(sc.mean()))
+        reward_sq = tr.global_mean(float((sc ** 2).mean()))
+        return {
+            "reward_mean": reward_mean, "reward_std": max(0.0, reward_sq - reward_mean ** 2) ** 0.5,
+            "reward_kept_mean": tr.global_mean(float(sc[quantiles[0]].mean())) if q else float("nan"),
+            **losses, "kl_coef": cfg.kl_coef,
+            "response_length": tr.global_mean(float(rmask.sum(1).float().mean())),
+            "tokens_per_s": float(n_tokens) / max(t_rollout, 1e-9),
+        }
+
+    def _optimise(self, data: Mapping[str, torch.Tensor], n_kept: int, step: int) -> dict[str, float]:
+        """One optimizer step over ``step_batch_size`` (per process: divided by the process count) sequences drawn
+        from the ``n_kept`` pairs of ``data`` by an infinite shuffled loader, accumulated over micro-batches.
+        Returns the means of ``loss``, ``nll``, ``kl`` and ``entropy`` over micro-batches and processes."""
+        cfg, tr, model = self.config, self.trainer, self.trainer.module
+        per_step = cfg.step_batch_size // tr.accelerator.num_processes
         idx: list[int] = []
         p = 0
         while len(idx) < per_step:
-            idx.extend(epoch_order(len(kept), stable_hash(cfg.seed, acc.process_index), step * 1000 + p, "quark-pool"))
+            idx.extend(epoch_order(n_kept, stable_hash(cfg.seed, tr.rank), step * 1000 + p, "quark-pool"))
             p += 1
         idx = idx[:per_step]
         micro = max(1, min(cfg.step_per_device_batch_size, per_step))
@@ -201,7 +215,7 @@ class QuarkAgent(RLAgentBase):
             inputs = sequence_inputs(b["queries"][:, -width:], b["query_mask"][:, -width:], b["responses"],
                                      b["response_mask"])
             logits = response_logits(model, inputs, cfg.response_len, cfg.temperature)
-            with torch.no_grad(), reference_of(self._unwrapped, self.ref) as ref:
+            with torch.no_grad(), reference_of(tr.unwrapped, self.ref) as ref:
                 ref_logits = response_logits(ref, inputs, cfg.response_len, cfg.temperature)[..., : self.n_vocab]
             loss, st = quark_loss(logits, ref_logits, b["responses"], b["response_mask"], cfg.kl_coef,
                                   cfg.entropy_coef, temperature=1.0)  # the logits are already divided by it
@@ -210,19 +224,6 @@ class QuarkAgent(RLAgentBase):
                 stats[k].append(float(st[k]))
             return loss
 
-        self.accumulate(model, [idx[i: i + micro] for i in range(0, len(idx), micro)], loss_fn)
-        lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
-        sc = torch.tensor(scores)
-        mean = lambda xs: self.global_mean(sum(xs) / max(1, len(xs)))  # noqa: E731
-        reward_mean = self.global_mean(float(sc.mean()))
-        reward_sq = self.global_mean(float((sc ** 2).mean()))
-        return {
-            "reward_mean": reward_mean, "reward_std": max(0.0, reward_sq - reward_mean ** 2) ** 0.5,
-            "reward_kept_mean": self.global_mean(float(sc[quantiles[0]].mean())) if q else float("nan"),
-            "loss": mean(stats["loss"]), "nll": mean(stats["nll"]), "kl": mean(stats["kl"]),
-            "entropy": mean(stats["entropy"]), "kl_coef": cfg.kl_coef,
-            "response_length": self.global_mean(float(rmask.sum(1).float().mean())),
-            "tokens_per_s": float(n_tokens) / max(t_rollout, 1e-9), "lr": lr,
-        }
-
+        tr.accumulate(model, [idx[i: i + micro] for i in range(0, len(idx), micro)], loss_fn)
+        mean = lambda xs: tr.global_mean(sum(xs) / max(1, len(xs)))  # noqa: E731
+        return {k: mean(v) for k, v in stats.items()}

@@ -215,7 +215,7 @@ def _load_checkpoint(ckpt: Path, model: Any, opt: Any, sched: Any) -> int:
 def _metrics_log(out: Path, step: int) -> tuple[Any, list[float]]:
     """``(the metrics.csv logger, the losses already logged)``, resumed at ``step``: rows after it (steps about to be
     redone) are dropped; a fresh run (step 0) starts an empty log with its header."""
-    from .rl_core import CSVLogger  # here, not at the top: rl_core imports this module (through .sft)
+    from ..csvlog import CSVLogger
 
     log = CSVLogger(out / "metrics.csv", ["step", "epoch", "loss", "learning_rate"])
     log.resume(step)  # rows after the checkpoint's step are redone below; a fresh run (step 0) starts an empty log
