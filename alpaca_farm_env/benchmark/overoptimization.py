@@ -15,8 +15,8 @@ reward is the mean return of an eval-split ``AlpacaFarm-v0`` vector env whose re
 win-rate that of one whose reward is the evaluator (P(the response beats Davinci003), noise-free, instruction-keyed).
 The shared stages (SFT policy, preferences, reward model) are the benchmark's, cached in the run dir; every point is
 appended to ``points.jsonl`` as it is measured, so a killed run resumes (PPO from its checkpoint) without measuring a
-point twice. Writes ``overoptimization.csv`` and
-``overoptimization.png`` (x: proxy reward, y: win-rate, one line per method).
+point twice. Writes ``overoptimization.csv`` and ``overoptimization.png`` (x: proxy reward, y: win-rate, one line
+per method).
 """
 from __future__ import annotations
 
