@@ -6,6 +6,7 @@ from typing import Any
 
 from . import envs  # noqa: F401  (registers the environments)
 from .annotators import list_annotators, make_annotator, register_annotator
+from . import judge  # noqa: F401  (registers distilled_gpt4, pooled, noisy_pooled; loads the judge lazily)
 from .data import format_prompt, load_eval_set, load_split
 
 __version__ = "0.1.0"
