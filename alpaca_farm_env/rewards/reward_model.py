@@ -18,8 +18,8 @@ keyed on ``(path, dtype, device)``): envs are re-created often (e.g. by Gymnasiu
 
 Training (the pipeline's ``reward`` stage): :func:`train_reward_model` on AlpacaFarm preference rows.
 
-Reference (tatsu-lab/alpaca_farm ``examples/reward_modeling.py``, ``reward_modeling_trainer.py``,
-``data_utils.py``; reference notes Sec. 4): Bradley-Terry loss on r(prompt + output) without EOS, max 512 tokens;
+Reference (tatsu-lab/alpaca_farm ``examples/reward_modeling.py``, ``reward_modeling_trainer.py``, ``data_utils.py``,
+``examples/scripts/reward_modeling.sh``): Bradley-Terry loss on r(prompt + output) without EOS, max 512 tokens;
 **500 pairs held out** with ``torch.utils.data.random_split(..., generator=Generator().manual_seed(42))``; 1 epoch,
 lr 3e-6, cosine, 3% warm-up, effective batch 16. Here TRL's ``RewardTrainer`` runs the loss (same BT objective) and
 the held-out split is the reference's ``random_split`` over the usable pairs (draws and unlabeled rows dropped first:
@@ -364,34 +364,13 @@ def train_reward_model(
     Returns the folder, usable as ``RewardModelReward(output_dir)`` (or :func:`reward_model_spec`);
     :func:`reward_model_summary` reads the summary.
     """
-    import torch
-    from datasets import Dataset
-    from transformers import TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import RewardConfig, RewardTrainer
-
-    from ..utils import atomic_write_text, digest
-
     cfg = RewardModelTrainingConfig(**{**asdict(config or RewardModelTrainingConfig()), **overrides})
     output_dir = Path(output_dir)
     records = list(pairs.to_dict("records") if hasattr(pairs, "to_dict") else pairs)
     source, identity = _resolve_backbone(backbone)
-    data = [[r["instruction"], r.get("input") or "", r["output_1"], r["output_2"], float(r["preference"])]
-            for r in records if r.get("preference") in (1, 2, 1.0, 2.0) and r["output_1"] != r["output_2"]]
-    if not data:
-        raise ValueError("no usable preference rows (need preference 1 or 2, and two different outputs)")
-    key = digest({"data": data, "backbone": identity, "config": {
-        k: v for k, v in asdict(cfg).items() if k not in ("logging_steps", "save_steps", "eval_batch_size")}})[:16]
-    summary_path = output_dir / "summary.json"
-    if summary_path.is_file():
-        done = json.loads(summary_path.read_text()).get("key")
-        if done != key:  # never replace (nor reuse) a model trained on other inputs
-            raise ValueError(f"{output_dir} holds a reward model trained on other data, backbone or config (key {done} "
-                             f"!= {key}); use a fresh output_dir")
-        return output_dir  # trained before on the same inputs
-    if output_dir.exists() and any(output_dir.iterdir()):
-        raise ValueError(f"{output_dir} exists and holds no reward-model summary.json; use a fresh output_dir")
-
+    key = _training_key(records, identity, cfg)
+    if _trained_before(output_dir, key):
+        return output_dir
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     work = output_dir.with_name(output_dir.name + ".work")
     if (work / "key").is_file() and (work / "key").read_text() != key:  # a stale interrupted run: start over
@@ -403,7 +382,50 @@ def train_reward_model(
     train_idx, eval_idx = held_out_split(len(usable), cfg.n_eval, cfg.seed)
     train_rows = [usable[i] for i in train_idx]
     eval_rows = [usable[i] for i in eval_idx]
-    trainer_dir = work / "trainer"
+    trainer, stats = _fit(model, tokenizer, train_rows, work / "trainer", cfg, progress, callbacks)
+    accuracy = held_out_accuracy(trainer.model, eval_rows, tokenizer.pad_token_id, cfg.eval_batch_size) if eval_rows else None
+    summary = {"eval_accuracy": accuracy, "n_train": len(train_rows), "n_eval": len(eval_rows),
+               "n_skipped": len(records) - len(usable), **stats, "backbone": identity, "key": key,
+               "config": asdict(cfg)}
+    return _publish(trainer.model, tokenizer, summary, work, output_dir)
+
+
+def _training_key(records: list[dict[str, Any]], identity: str, cfg: RewardModelTrainingConfig) -> str:
+    """The digest of what a training run depends on: the usable pairs, the backbone and the config."""
+    from ..utils import digest
+
+    data = [[r["instruction"], r.get("input") or "", r["output_1"], r["output_2"], float(r["preference"])]
+            for r in records if r.get("preference") in (1, 2, 1.0, 2.0) and r["output_1"] != r["output_2"]]
+    if not data:
+        raise ValueError("no usable preference rows (need preference 1 or 2, and two different outputs)")
+    return digest({"data": data, "backbone": identity, "config": {
+        k: v for k, v in asdict(cfg).items() if k not in ("logging_steps", "save_steps", "eval_batch_size")}})[:16]
+
+
+def _trained_before(output_dir: Path, key: str) -> bool:
+    """True when ``output_dir`` holds the model of these inputs; raises when it holds anything else."""
+    summary_path = output_dir / "summary.json"
+    if summary_path.is_file():
+        done = json.loads(summary_path.read_text()).get("key")
+        if done != key:  # never replace (nor reuse) a model trained on other inputs
+            raise ValueError(f"{output_dir} holds a reward model trained on other data, backbone or config (key {done} "
+                             f"!= {key}); use a fresh output_dir")
+        return True
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise ValueError(f"{output_dir} exists and holds no reward-model summary.json; use a fresh output_dir")
+    return False
+
+
+def _fit(model: Any, tokenizer: Any, train_rows: list[dict[str, Any]], trainer_dir: Path,
+         cfg: RewardModelTrainingConfig, progress: bool, callbacks: Sequence[Any]) -> tuple[Any, dict[str, Any]]:
+    """Run TRL's ``RewardTrainer`` (resumed from the last checkpoint in ``trainer_dir``). Returns the trainer and
+    the summary's training statistics (losses, seconds, the checkpoint resumed from)."""
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import RewardConfig, RewardTrainer
+
     args = RewardConfig(
         output_dir=str(trainer_dir),
         max_length=None,  # already truncated (TRL would drop long pairs instead)
@@ -440,18 +462,20 @@ def train_reward_model(
     started = time.perf_counter()
     last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
-    seconds = time.perf_counter() - started
-    accuracy = held_out_accuracy(trainer.model, eval_rows, tokenizer.pad_token_id, cfg.eval_batch_size) if eval_rows else None
+    return trainer, {"train_loss": float(result.training_loss), "first_logged_loss": losses[0] if losses else None,
+                     "last_logged_loss": losses[-1] if losses else None,
+                     "train_seconds": round(time.perf_counter() - started, 2),
+                     "resumed_from": Path(last).name if last else None}
+
+
+def _publish(model: Any, tokenizer: Any, summary: dict[str, Any], work: Path, output_dir: Path) -> Path:
+    """Save the model, its tokenizer and ``summary.json`` in ``work``, then rename the folder to ``output_dir``."""
+    from ..utils import atomic_write_text
 
     final = work / "model"
     shutil.rmtree(final, ignore_errors=True)
-    trainer.model.save_pretrained(final)
+    model.save_pretrained(final)
     tokenizer.save_pretrained(final)
-    summary = {"eval_accuracy": accuracy, "n_train": len(train_rows), "n_eval": len(eval_rows),
-               "n_skipped": len(records) - len(usable), "train_loss": float(result.training_loss),
-               "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
-               "train_seconds": round(seconds, 2), "resumed_from": Path(last).name if last else None,
-               "backbone": identity, "key": key, "config": asdict(cfg)}
     atomic_write_text(final / "summary.json", json.dumps(summary, indent=1))
     if output_dir.exists():
         shutil.rmtree(output_dir)
