@@ -231,3 +231,64 @@ def test_vector_env_from_another_envs_rows_with_another_reward(data_dir):
     assert same.reward_spec == "annotator" and same.reward_kwargs["annotator"] == "longer"
     with pytest.raises(TypeError, match="not an AlpacaFarm-v0 env"):
         AlpacaFarmVectorEnv.from_env(object(), rows, 1)
+
+
+# ------------------------------------------------------------------------------------------------ base and context
+class SeedRecorder(BaseReward):
+    """Scores the response length and records the RewardContext of every call (it declares ``uses_context``)."""
+
+    name = "seed_recorder"
+    capabilities = frozenset({"scores_text", "uses_context"})
+
+    def __init__(self, context=None):
+        self.built_with = context
+        self.contexts: list = []
+
+    def score(self, prompts, responses, *, context=None, **row):
+        self.contexts.append(context)
+        return [float(len(r)) for r in responses]
+
+
+def test_every_env_derives_from_the_base_and_takes_the_episode_config(data_dir):
+    from alpaca_farm_env.envs import AlpacaFarmEnvBase, EpisodeConfig
+
+    envs = [make_env(), gym.make_vec("AlpacaFarm-v0", num_envs=2, split="eval", indices=EVAL_IDX, reward="length"),
+            gym.make("AlpacaFarmToken-v0", split="eval", indices=EVAL_IDX, reward="length", max_prompt_tokens=1024),
+            gym.make("AlpacaFarmPairwise-v0", annotator="longer", max_examples=4, seed_mode="instruction")]
+    for env in envs:
+        base = env.unwrapped
+        assert isinstance(base, AlpacaFarmEnvBase) and isinstance(base.config, EpisodeConfig)
+        assert type(base).reset.__annotations__["return"] and type(base).step.__annotations__["return"]
+        assert "Returns" in type(base).reset.__doc__ and "Returns" in type(base).step.__doc__
+    assert envs[3].unwrapped.split == "preference" and envs[3].unwrapped.seed_mode == "instruction"
+    assert not isinstance(object(), AlpacaFarmEnvBase)
+    with pytest.raises(ValueError, match="seed_mode"):
+        make_env(seed_mode="per_visit")
+    with pytest.raises(TypeError, match="no_such_argument"):
+        make_env(no_such_argument=1)
+
+
+def test_the_context_reaches_backends_that_declare_it_and_no_other(data_dir):
+    """Data dir and split in the context, one episode seed per response (a function of the reset seed), none with
+    seed_mode="instruction"; a backend without the capability is called without it."""
+    def run(seed_mode, seed):
+        venv = gym.make_vec("AlpacaFarm-v0", num_envs=3, split="eval", indices=EVAL_IDX, data_dir=str(data_dir),
+                            reward=SeedRecorder, seed_mode=seed_mode)
+        venv.reset(seed=seed)
+        for _ in range(2):
+            venv.step(["a", "bb", "ccc"])
+        return venv.unwrapped.reward_backend
+
+    backend = run("episode", 0)
+    assert backend.built_with.data_dir == str(data_dir) and backend.built_with.episode_seeds is None
+    first, second = backend.contexts
+    assert first.split == "eval" and first.data_dir == str(data_dir) and len(first.episode_seeds) == 3
+    assert first.episode_seeds != second.episode_seeds  # fresh seeds every step
+    assert run("episode", 0).contexts == backend.contexts  # ...a function of the reset seed
+    assert run("episode", 1).contexts != backend.contexts
+    assert all(c.episode_seeds is None and c.split == "eval" for c in run("instruction", 0).contexts)
+    counting = CountingReward()  # no capability: never sees a context (its score takes none)
+    env = make_env(reward=counting)
+    env.reset(seed=0)
+    env.step("x")
+    assert counting.calls == [1]

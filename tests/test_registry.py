@@ -173,3 +173,37 @@ def test_trl_reward_adapter_plain_and_conversational():
 
     as_trl_reward_func(spy)(prompts=["p"], completions=["c"], reference_output=["r"], trainer_state=object())
     assert seen == {"reference_output": ["r"]}
+
+
+def test_context_reaches_only_the_classes_that_declare_it(data_dir):
+    """``make_reward`` / ``make_annotator`` / the identities pass ``context=`` by declared capability, never by
+    signature: a class that takes ``data_dir`` but does not declare ``uses_context`` gets nothing."""
+    from alpaca_farm_env.annotators import USES_CONTEXT, RewardContext, annotator_identity
+
+    class Declares:
+        name = "declares"
+        capabilities = frozenset({USES_CONTEXT})
+
+        def __init__(self, context=None):
+            self.context = context
+
+        def compare(self, instructions, inputs, outputs_1, outputs_2, *, seed=0):
+            return [Annotation(preference=1.5) for _ in outputs_1]
+
+    class Silent(Declares):
+        capabilities = frozenset()
+
+        def __init__(self, data_dir=None):
+            self.data_dir = data_dir
+
+    ctx = RewardContext.of(data_dir, "eval")
+    assert make_annotator(Declares, context=ctx).context is ctx
+    assert make_annotator(Silent, context=ctx).data_dir is None
+    assert make_reward("length", context=ctx).unit == "chars"  # length declares nothing and takes no context
+    reward = make_reward("annotator", context=ctx, annotator=Declares)
+    assert reward.annotator.context is ctx
+    # the fallback identity of a context-aware annotator counts the data dir it reads; other annotators' do not
+    assert annotator_identity(Declares, context=ctx) != annotator_identity(Declares)
+    assert annotator_identity(Silent, context=ctx) == annotator_identity(Silent)
+    # the distilled judge named by its context is the judge named by data_dir
+    assert annotator_identity("pooled", context=ctx) == annotator_identity("pooled", data_dir=data_dir)
