@@ -8,7 +8,9 @@ the stage products. These functions are that door:
   model, ``"judges_pairs"``: an annotator turned into a reward);
 * :func:`reward_judges_like`: whether a reward would judge with the evaluator's judge (the guard of reranking and RL
   methods: optimising against the evaluator overstates the gain);
-* :func:`get_reward_backend`: the process-wide backend of a spec, as the envs build it;
+* :func:`get_reward_backend`: the process-wide backend of a spec, as the envs build it (pass the env's
+  ``env.unwrapped.reward_context`` as ``context`` to get the very backend the env scores with, data dir included;
+  or read ``env.unwrapped.reward_backend``);
 * :func:`format_prompt`: the AlpacaFarm prompt template the envs' observations carry.
 """
 from __future__ import annotations
