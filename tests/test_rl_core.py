@@ -1,5 +1,6 @@
-"""The rl/ toolkit: whitening, reward shaping, GAE, the PPO and Quark losses, the KL controller, the response padding and the
-per-token alignment of log-probs and values, each against numbers worked out by hand in the comments."""
+"""The rl/ toolkit: whitening, reward shaping, GAE, the PPO and Quark losses, the KL controller, the response padding
+and the per-token alignment of log-probs and values, each against numbers worked out by hand in the comments; the
+configs (RLConfig and its extensions, every field documented) and the run key older run dirs hold."""
 from __future__ import annotations
 
 import math
@@ -244,7 +245,8 @@ def test_every_field_of_every_rl_config_is_documented():
         for node, after in zip(body, body[1:] + [None]):
             if isinstance(node, ast.AnnAssign):
                 name = node.target.id
-                doc = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else None
+                is_doc = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                doc = after.value.value if is_doc else None
                 assert isinstance(doc, str) and len(doc.split()) >= 4, f"{cls.__name__}.{name} has no docstring"
 
 

@@ -7,7 +7,8 @@ quark_utils.py``. The loop around the step (optimizer, schedule, checkpoints, lo
 
 One Quark step (:meth:`QuarkAgent.step`):
 
-1. the data pool is cleared (``clear_data_pool_on_each_rollout``: the paper's change to Quark, whose original pool grows);
+1. the data pool is cleared (``clear_data_pool_on_each_rollout``: the paper's change to Quark, whose original pool
+   grows);
 2. this process's share of ``rollout_batch_size`` prompts is sampled at temperature 1.0 (top_p 1, top_k 0) and scored
    through the env (the raw reward);
 3. the rollouts are sorted by reward (descending) and cut into ``num_reward_tokens`` (4) equal quantiles; with

@@ -27,6 +27,7 @@ from dataclasses import asdict
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from ..envs.reward_info import reward_judges_like
+from .rollout import is_alpaca_farm_env
 from .trainer import RLTrainer
 
 __all__ = ["RLMethod"]
@@ -109,9 +110,12 @@ class RLMethod(abc.ABC):
             self._policy = policy
         if self._policy is None:
             raise ValueError(f"{self.name} needs the policy stage (the SFT policy it starts from)")
+        env = envs["unlabeled"]
+        if not is_alpaca_farm_env(env):
+            raise TypeError(f"{type(env).__name__} is not an AlpacaFarm-v0 env "
+                            "(gym.make / gym.make_vec('AlpacaFarm-v0'))")
         self.fitted, self.trainer = False, None
         start = self.policy
-        env = envs["unlabeled"]
         spec, kwargs = self._choose_reward(env, reward)
         self.trainer = RLTrainer(self, self._accelerator)
         self.history = self.trainer.history  # one list: the trainer appends each step's row

@@ -30,9 +30,9 @@ __all__ = ["cat_rollouts", "collect_rollouts", "encode_queries", "env_episode", 
 
 
 def encode_queries(tokenizer: Any, prompts: Sequence[str], pad_id: int) -> tuple[Tensor, Tensor]:
-    """Returns the left-padded query ids and attention mask, as wide as the longest prompt of the batch (the reference pads to
-    ``query_len``; with position ids rebuilt from the mask both give the same logits). Prompts longer than
-    ``query_len`` never get here: the rollout env holds only the prompts that fit (:func:`query_fits`)."""
+    """Returns the left-padded query ids and attention mask, as wide as the longest prompt of the batch (the
+    reference pads to ``query_len``; with position ids rebuilt from the mask both give the same logits). Prompts
+    longer than ``query_len`` never get here: the rollout env holds only the prompts that fit (:func:`query_fits`)."""
     ids = [tokenizer(p).input_ids for p in prompts]
     width = max(len(x) for x in ids)
     out = torch.full((len(ids), width), pad_id, dtype=torch.long)
@@ -69,8 +69,8 @@ def pad_responses(generated: Tensor, eos_ids: Sequence[int], pad_id: int, respon
 
 
 def position_ids(attention_mask: Tensor) -> Tensor:
-    """Returns the position ids of a (left-padded) attention mask, as ``generate`` builds them, so that the forward passes
-    that score a rollout see the positions it was sampled with."""
+    """Returns the position ids of a (left-padded) attention mask, as ``generate`` builds them, so that the forward
+    passes that score a rollout see the positions it was sampled with."""
     pos = attention_mask.long().cumsum(-1) - 1
     return pos.clamp_min(0)
 
@@ -84,8 +84,8 @@ def sequence_inputs(queries: Tensor, query_mask: Tensor, responses: Tensor,
 
 
 def response_logits(model: Any, inputs: Mapping[str, Tensor], response_len: int, temperature: float) -> Tensor:
-    """Returns the logits [B, response_len, V] that predict each response token (reference ``rl_models.AutoregressivePolicy.forward``:
-    ``logits[:, -response_len - 1 : -1] / temperature``)."""
+    """Returns the logits [B, response_len, V] that predict each response token (reference
+    ``rl_models.AutoregressivePolicy.forward``: ``logits[:, -response_len - 1 : -1] / temperature``)."""
     logits = model(**inputs, use_cache=False).logits
     return logits[:, -response_len - 1: -1].float() / temperature
 
@@ -179,8 +179,8 @@ def epoch_order(n: int, seed: int, epoch: int, salt: str) -> list[int]:
 
 
 def positions_for_step(n_rows: int, per_step: int, step: int, seed: int, salt: str) -> list[int]:
-    """Returns the row positions of step ``step`` (0-based): consecutive slices of stable per-epoch permutations, so every
-    prompt is used once per epoch and a resumed run sees the prompts the uninterrupted one would."""
+    """Returns the row positions of step ``step`` (0-based): consecutive slices of stable per-epoch permutations, so
+    every prompt is used once per epoch and a resumed run sees the prompts the uninterrupted one would."""
     out, start = [], step * per_step
     while len(out) < per_step:
         epoch, offset = divmod(start + len(out), n_rows)
