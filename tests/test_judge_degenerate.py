@@ -86,7 +86,7 @@ def test_packaged_judge_ranks_degenerate_responses_below_the_reference(data_dir,
     """The noise-free pool with the shipped heads (a fresh cache: the packaged artifacts, not a user's) on 12 real
     prompts of the RL split (global head) and 12 of the eval split (bank heads) x every kind of the suite.
     Measured: the degenerate response loses 94.0% (RL split) and 95.8% (eval split) of these pairs, each kind at
-    least 75% / 67% (the shipped judge before issue 9: 71.0% / 91.8% on 128 prompts; docs/judge.md)."""
+    least 75% / 67% (an earlier shipped judge: 71.0% / 91.8% on 128 prompts; docs/judge.md)."""
     monkeypatch.setenv("ALPACA_FARM_CACHE", str(tmp_path))
     res = evaluate_degenerate(data_dir, "pooled", n_prompts=12)
     for split, v in res["splits"].items():

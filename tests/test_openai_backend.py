@@ -1,4 +1,4 @@
-"""OpenAI-compatible backend against a real scripted HTTP server on 127.0.0.1 (issue 3, item 3)."""
+"""OpenAI-compatible backend against a real scripted HTTP server on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
