@@ -141,3 +141,9 @@ def test_two_ppo_steps_give_the_numbers_of_the_code_before_the_rl_split(data_dir
     for got, want in zip(log, before, strict=True):
         for k, v in want.items():
             assert abs(float(got[k]) - v) <= 1e-5 + 1e-5 * abs(v), (got["step"], k, got[k], v)
+
+
+def test_ppo_refuses_an_env_that_is_not_alpaca_farm(tmp_path):
+    agent = make_agent("ppo", policy=tiny_llama(seed=0), config=config())
+    with pytest.raises(TypeError, match="not an AlpacaFarm-v0 env"):
+        agent.fit({"unlabeled": gym.make("CartPole-v1")}, output_dir=str(tmp_path))

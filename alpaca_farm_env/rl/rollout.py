@@ -19,6 +19,7 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..envs.base import AlpacaFarmEnvBase
 from ..utils import stable_hash
 
 Tensor = torch.Tensor
@@ -147,10 +148,9 @@ def cat_rollouts(chunks: Sequence[Mapping[str, Tensor]], pad_id: int) -> dict[st
 
 
 def is_alpaca_farm_env(env: Any) -> bool:
-    """Whether ``env`` (single or vector, wrapped or not) is an AlpacaFarm prompt env: it holds prompt ``rows`` and
-    has a ``reward_backend`` (looked up on the class, so that asking does not build the backend)."""
-    base = getattr(env, "unwrapped", env)
-    return hasattr(base, "rows") and hasattr(type(base), "reward_backend")
+    """Whether ``env`` (single or vector, wrapped or not) is an AlpacaFarm env (its base class is
+    :class:`~alpaca_farm_env.envs.base.AlpacaFarmEnvBase`)."""
+    return isinstance(getattr(env, "unwrapped", env), AlpacaFarmEnvBase)
 
 
 def env_rows(env: Any) -> list[dict[str, Any]]:
