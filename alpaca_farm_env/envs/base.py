@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, Sequence, TypeVar
 
 import numpy as np
@@ -64,6 +64,20 @@ class EpisodeConfig:
     def __post_init__(self) -> None:
         if self.seed_mode not in SEED_MODES:
             raise ValueError(f"seed_mode must be one of {SEED_MODES}, got {self.seed_mode!r}")
+
+    @classmethod
+    def of(cls, env: Any, kwargs: dict[str, Any], **defaults: Any) -> "EpisodeConfig":
+        """The config of ``env`` from its remaining keyword arguments (over ``defaults``); an unknown keyword raises a
+        ``TypeError`` naming the env and the fields it takes."""
+        from ..validation import did_you_mean
+
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise TypeError(f"{type(env).__name__} got unknown keyword arguments {unknown}"
+                            f"{did_you_mean(unknown[0], names)}; besides its own it takes the EpisodeConfig fields "
+                            f"{names}")
+        return cls(**{**defaults, **kwargs})
 
     def load_rows(self) -> list[dict[str, Any]]:
         """The selected rows (:func:`~alpaca_farm_env.envs.source.load_rows`)."""

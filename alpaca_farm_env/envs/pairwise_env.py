@@ -72,7 +72,7 @@ class AlpacaFarmPairwiseEnv(AlpacaFarmEnvBase[dict, tuple], gym.Env[dict, tuple]
     def __init__(self, annotator: Any = "noisy_pooled", annotator_kwargs: dict[str, Any] | None = None, *,
                  max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, max_response_length: int = DEFAULT_MAX_TEXT_LENGTH,
                  **episodes: Any):
-        super().__init__(EpisodeConfig(**{"split": "preference", **episodes}))
+        super().__init__(EpisodeConfig.of(self, episodes, split="preference"))
         self._use_annotator(annotator, annotator_kwargs)
         self.observation_space = text_observation_space(max_text_length)
         self.action_space = _pair_space(max_response_length)
@@ -120,7 +120,7 @@ class AlpacaFarmPairwiseVectorEnv(AlpacaFarmEnvBase[dict, Any], VectorEnv):
                  **episodes: Any):
         self.num_envs = check_num_envs(num_envs)
         check_render_mode(self, render_mode)
-        super().__init__(EpisodeConfig(**{"split": "preference", **episodes}))
+        super().__init__(EpisodeConfig.of(self, episodes, split="preference"))
         self._use_annotator(annotator, annotator_kwargs)
         self.single_observation_space = text_observation_space(max_text_length)
         self.single_action_space = _pair_space(max_response_length)

@@ -50,7 +50,7 @@ class AlpacaFarmEnv(AlpacaFarmEnvBase[dict, str], gym.Env[dict, str]):
                  max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, max_response_length: int = DEFAULT_MAX_TEXT_LENGTH,
                  render_mode: str | None = None, **episodes: Any):
         check_render_mode(self, render_mode)
-        super().__init__(EpisodeConfig(**episodes))
+        super().__init__(EpisodeConfig.of(self, episodes))
         check_prompt_lengths(self.rows, max_text_length, self.split)
         self._use_reward(reward, reward_kwargs)
         self.observation_space = text_observation_space(max_text_length)

@@ -88,7 +88,7 @@ class AlpacaFarmTokenEnv(AlpacaFarmEnvBase[dict, int], gym.Env[dict, int]):
             raise ValueError("no EOS token: the tokenizer has none; pass eos_token_ids")
         self.max_prompt_tokens, self.max_new_tokens = int(max_prompt_tokens), int(max_new_tokens)
         self.truncated_reward, self.token_info = truncated_reward, token_info
-        config = EpisodeConfig(**episodes)
+        config = EpisodeConfig.of(self, episodes)
         rows, ids = self._tokenize_prompts(config.load_rows(), prompt_overflow)
         super().__init__(config, rows)
         self._use_reward(reward, reward_kwargs)

@@ -74,7 +74,7 @@ class AlpacaFarmVectorEnv(AlpacaFarmEnvBase[dict, Sequence[str]], VectorEnv):
                  max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, max_response_length: int = DEFAULT_MAX_TEXT_LENGTH,
                  render_mode: str | None = None, **episodes: Any):
         check_render_mode(self, render_mode)
-        self._setup(EpisodeConfig(**episodes), None, num_envs, reward, reward_kwargs, max_text_length,
+        self._setup(EpisodeConfig.of(self, episodes), None, num_envs, reward, reward_kwargs, max_text_length,
                     max_response_length)
 
     def _setup(self, config: EpisodeConfig, rows: list[dict[str, Any]] | None, num_envs: int, reward: Any,
