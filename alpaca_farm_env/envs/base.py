@@ -179,6 +179,7 @@ class AlpacaFarmEnvBase(Generic[ObsT, ActT]):
         return self._begin(self._current)
 
     def _positions(self, options: dict[str, Any]) -> list[int]:
+        """The rows the next episodes start on: ``options["index"]``, else the next ones of the episode order."""
         n = len(self.rows)
         if not self.batched:
             if "index" not in options:
