@@ -74,6 +74,7 @@ def test_errors(rm_path, tmp_path):
         rm.RewardModelReward(tmp_path / "missing").score(["p"], ["r"])
 
 
+@pytest.mark.slow
 def test_train_reward_model_learns_a_preference(tmp_path):
     """TRL RewardTrainer on preference rows (AlpacaFarm's columns) moves pairwise accuracy from chance-or-worse to ~1."""
     base = rm.tiny_reward_model(tmp_path / "base", seed=0)
@@ -99,6 +100,11 @@ def test_train_reward_model_learns_a_preference(tmp_path):
     out = rm.train_reward_model(rows, base, tmp_path / "trained", learning_rate=1e-3, num_train_epochs=3,
                                 per_device_train_batch_size=8, gradient_accumulation_steps=1, n_eval=0)
     assert (out / "config.json").is_file() and not list(tmp_path.glob("trained.tmp-*"))
+    import torch
+    from accelerate.state import AcceleratorState
+
+    if not torch.cuda.is_available():  # float32 on CPU: the process-wide Accelerate state later trainers inherit
+        assert AcceleratorState().mixed_precision == "no"
     after = accuracy(rm.RewardModelReward(out))
     assert before <= 0.5 and after >= 0.9
     with pytest.raises(ValueError, match="no usable preference rows"):

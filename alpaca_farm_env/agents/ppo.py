@@ -226,7 +226,9 @@ class PPOAgent(RLMethod, BaseAgent):
             for ch in chunks:
                 args = (ch["queries"], ch["query_mask"], ch["responses"], ch["response_mask"])
                 out = ac(*args, temperature=cfg.temperature)
-                with reference_of(policy, self.ref) as ref:
+                # the reference runs at the policy's precision (the prepared module's autocast), so that the KL of
+                # an untrained policy is exactly 0
+                with reference_of(policy, self.ref) as ref, self.trainer.accelerator.autocast():
                     ref_logits = response_logits(ref, sequence_inputs(*args), cfg.response_len, cfg.temperature)
                 ch["ref_logprobs"], _ = token_logprobs(ref_logits, ch["responses"], ch["response_mask"])
                 ch.update(logprobs=out["logprobs"], values=out["values"], entropies=out["entropies"])

@@ -216,7 +216,8 @@ class QuarkAgent(RLMethod, BaseAgent):
             inputs = sequence_inputs(b["queries"][:, -width:], b["query_mask"][:, -width:], b["responses"],
                                      b["response_mask"])
             logits = response_logits(model, inputs, cfg.response_len, cfg.temperature)
-            with torch.no_grad(), reference_of(tr.unwrapped, self.ref) as ref:
+            # the reference at the policy's precision (the prepared module's autocast)
+            with torch.no_grad(), reference_of(tr.unwrapped, self.ref) as ref, tr.accelerator.autocast():
                 ref_logits = response_logits(ref, inputs, cfg.response_len, cfg.temperature)[..., : self.n_vocab]
             loss, st = quark_loss(logits, ref_logits, b["responses"], b["response_mask"], cfg.kl_coef,
                                   cfg.entropy_coef, temperature=1.0)  # the logits are already divided by it

@@ -14,6 +14,7 @@ from .presets import (
     load_policy,
     register_policy,
     resolve_device,
+    use_bf16,
     resolve_dtype,
     smollm2_folder,
     smollm2_gguf_path,
@@ -23,6 +24,6 @@ from .tokenizer import BYTE_VOCAB_SIZE, byte_tokenizer
 
 __all__ = [
     "Policy", "DEFAULT_DTYPE", "POLICIES", "from_pretrained", "list_policies", "load_policy", "register_policy",
-    "resolve_device", "resolve_dtype", "smollm2_folder", "smollm2_gguf_path", "tiny_llama", "BYTE_VOCAB_SIZE",
+    "resolve_device", "resolve_dtype", "use_bf16", "smollm2_folder", "smollm2_gguf_path", "tiny_llama", "BYTE_VOCAB_SIZE",
     "byte_tokenizer", "weights_fingerprint",
 ]

@@ -224,3 +224,14 @@ def smollm2_135m(*, dtype: Any = None, device: Any = None) -> Policy:
 @register_policy("tiny-llama")
 def _tiny_llama_preset(*, dtype: Any = None, device: Any = None) -> Policy:
     return tiny_llama(dtype=dtype, device=device)
+
+
+def use_bf16(requested: bool | None = None) -> bool:
+    """Whether a trainer should run in bf16: ``requested`` when given, else on a CUDA GPU that supports bf16 (the
+    reference's precision), never on CPU (bf16 autocast there is slow, and it would fix the process-wide Accelerate
+    state to bf16 for every later trainer)."""
+    if requested is not None:
+        return bool(requested)
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -220,6 +220,9 @@ class RewardModelTrainingConfig:
     logging_steps: int = 10
     n_eval: int = 500  # held-out pairs (0: none, no eval_accuracy)
     save_steps: int = 50  # Trainer checkpoint every this many optimizer steps (resume after a kill)
+    bf16: bool | None = None  # None: bf16 on a GPU that supports it (the reference's precision), float32 on CPU
+    # (TRL's RewardConfig defaults to bf16 everywhere: on CPU slow autocast, and it fixes the process-wide
+    # Accelerate state to bf16 for every later trainer, PPO included)
     eval_batch_size: int = 16
 
 
@@ -423,6 +426,8 @@ def _fit(model: Any, tokenizer: Any, train_rows: list[dict[str, Any]], trainer_d
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
+
+    from ..models import use_bf16
     from transformers.trainer_utils import get_last_checkpoint
     from trl import RewardConfig, RewardTrainer
 
@@ -443,6 +448,7 @@ def _fit(model: Any, tokenizer: Any, train_rows: list[dict[str, Any]], trainer_d
         save_total_limit=1,
         report_to=[],
         use_cpu=not torch.cuda.is_available(),
+        bf16=use_bf16(cfg.bf16),
         disable_dropout=True,
         disable_tqdm=not progress,
     )
