@@ -39,6 +39,7 @@ def _bench(capsys, preset, run_dir, *extra):
     return out.out
 
 
+@pytest.mark.slow
 def test_end_to_end_and_resume(preset_file, tmp_path, capsys):
     run_dir = tmp_path / "runs" / "r1"
     out = _bench(capsys, preset_file, run_dir)

@@ -79,6 +79,7 @@ def _evaluate_proc(outputs: Path, out_dir: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trial", range(3))
 def test_two_evaluations_into_one_directory(data_dir, tmp_path, trial):
     """Two processes, one --output-dir: the same model twice, and two models. Every process exits 0, and each

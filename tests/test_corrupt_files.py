@@ -60,6 +60,7 @@ def aside(path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- judge artifacts
+@pytest.mark.slow
 def test_truncated_cached_judge_artifact_is_moved_aside_and_restored_from_the_package(cache, caplog):
     config = JudgeConfig()
     shipped = heads.packaged_artifact(config)
@@ -164,6 +165,7 @@ def test_concurrent_saves_of_one_artifact_never_share_a_temp_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [path.name] and heads.JudgeArtifact.load(path).meta == {"n_pairs": 1}
 
 
+@pytest.mark.slow
 def test_truncated_best_judge_model_and_checkpoint_are_moved_aside_and_retrained(cache, caplog, data_dir):
     from alpaca_farm_env.judge import cross_encoder as CE
 

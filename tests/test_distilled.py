@@ -66,6 +66,7 @@ def test_trains_then_loads_from_cache(built, data_dir):
     assert enc.n_encoded == 0
 
 
+@pytest.mark.slow
 def test_judge_fits_gpt4_labels_better_than_chance(built):
     config, rows, art, _ = built
     judge = DistilledJudge(config=config, artifact=art)
@@ -95,6 +96,7 @@ def test_order_symmetry(built):
     assert [a.probability for a in judge.annotate(sub)] == [a.probability for a in ab]
 
 
+@pytest.mark.slow
 def test_pooled_and_noisy_pooled_semantics(built, data_dir):
     config, rows, art, _ = built
     pooled = PooledJudge(config=config, data_dir=data_dir)
@@ -126,6 +128,7 @@ def test_pooled_and_noisy_pooled_semantics(built, data_dir):
             assert a.preference == c.preference  # noise never touches the labels it keeps
 
 
+@pytest.mark.slow
 def test_cli_judge_eval_small_subset(built, data_dir, capsys):
     from alpaca_farm_env.cli import main
 
@@ -180,6 +183,7 @@ def test_packaged_artifact_is_small_and_loads():
     assert len(art.meta["models"]) >= 10 and art.meta["n_pairs"] > 10_000
 
 
+@pytest.mark.slow
 def test_packaged_bank_heads_match_the_data_dirs_bank(data_dir):
     """The shipped bank heads are keyed by the data dir's annotation files: they must be the ones this data dir's bank
     uses (a change to the bank features or the data makes this fail until they are rebuilt; see artifacts/README.md)."""
@@ -218,6 +222,7 @@ def test_synthetic_negatives_are_deterministic_per_model_and_label_the_reference
     assert np.all(w[len(rows):] == config.augment_weight)
 
 
+@pytest.mark.slow
 def test_packaged_judge_ranks_degenerate_outputs_below_the_reference(data_dir, tmp_path, monkeypatch):
     """Degenerate versions of a held-out model's answers (vicuna-7b has no GPT-4 annotations, so the packaged head
     never saw its outputs) lose to the davinci003 reference, and score below the model's own answer."""
@@ -246,6 +251,7 @@ def test_packaged_judge_ranks_degenerate_outputs_below_the_reference(data_dir, t
 
 
 # ----------------------------------------------------------------------------------------------- best variant
+@pytest.mark.slow
 def test_best_variant_trains_resumes_loads_from_cache_and_is_order_symmetric(small, data_dir):
     """The fine-tuned cross-encoder: a few steps on 12 pairs at 32 word pieces (real MiniLM, real GPT-4 labels)."""
     from alpaca_farm_env.judge import cross_encoder as CE

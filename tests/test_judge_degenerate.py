@@ -42,6 +42,7 @@ def test_suite_is_the_same_in_another_process(prompts, data_dir):
     assert json.loads(out.stdout) == [s["response"] for s in build_suite(prompts["unlabeled"])]
 
 
+@pytest.mark.slow
 def test_suite_is_held_out_of_the_judges_training(data_dir):
     """The suite's kinds, phrase lists and outputs never appear in the rows the judge is trained on (the GPT-4 pairs
     and their synthetic negatives, default config), so it measures generalisation, not recall."""
@@ -82,6 +83,7 @@ def test_loss_rate_counts_draws_as_half(data_dir, prompts):
         evaluate_degenerate(data_dir, "longer", n_prompts=1, kinds=("nonsense",))
 
 
+@pytest.mark.slow
 def test_packaged_judge_ranks_degenerate_responses_below_the_reference(data_dir, tmp_path, monkeypatch):
     """The noise-free pool with the shipped heads (a fresh cache: the packaged artifacts, not a user's) on 12 real
     prompts of the RL split (global head) and 12 of the eval split (bank heads) x every kind of the suite.

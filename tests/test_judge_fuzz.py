@@ -105,6 +105,7 @@ def test_gate_keeps_the_order_symmetry(rows, pooled):
 
 @settings(max_examples=10, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@pytest.mark.slow
 @given(kind=st.sampled_from(GATED_KINDS), batch=st.integers(0, 10_000))
 def test_junk_almost_never_beats_the_reference(rows, pooled, kind, batch):
     """Property: a batch of 24 junk responses of a gated family, one per prompt, with parameters drawn from the
@@ -122,6 +123,7 @@ def test_junk_almost_never_beats_the_reference(rows, pooled, kind, batch):
         assert len(won) <= 3, (kind, getattr(judge, "name", ""), won)
 
 
+@pytest.mark.slow
 def test_smollm_forward_matches_transformers():
     """The gate's plain-torch SmolLM2 forward gives transformers' log-probabilities on the same folder."""
     import numpy as np
@@ -146,6 +148,7 @@ def test_smollm_forward_matches_transformers():
         assert torch.allclose(got[r, : len(row)], want[r, : len(row)], atol=1e-4), r
 
 
+@pytest.mark.slow
 def test_lm_evidence_reads_word_order(tmp_path, monkeypatch):
     """Prose scores well above its own words shuffled; the scores are cached by text."""
     from alpaca_farm_env.judge.lm_evidence import LMEvidence, lm_junk, shuffled_words

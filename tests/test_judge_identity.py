@@ -112,6 +112,7 @@ def test_packaged_artifacts_match_the_default_configuration():
                      f"distilled_fast_{JudgeConfig(global_features='full').key(fp)}.npz"}
 
 
+@pytest.mark.slow
 def test_built_judge_has_the_identity_computed_without_building_it(data_dir, cache):
     kw = {"config": dict(SMALL), "data_dir": data_dir}
     pooled = make_annotator("pooled", **kw)
@@ -120,6 +121,7 @@ def test_built_judge_has_the_identity_computed_without_building_it(data_dir, cac
     assert member.identity == DistilledJudge.identity_for(config=dict(SMALL), data_dir=data_dir, head=1)
 
 
+@pytest.mark.slow
 def test_a_changed_judge_never_reuses_cached_annotations(data_dir, cache, tmp_path, capsys):
     """Same run dir, same outputs (generations are reused), another judge configuration: every pair is annotated
     again, and results.json names the judge."""
@@ -151,6 +153,7 @@ def test_a_changed_judge_never_reuses_cached_annotations(data_dir, cache, tmp_pa
 
 
 # ----------------------------------------------------------------------------------------------- leakage guards
+@pytest.mark.slow
 def test_banked_outputs_are_hidden_from_the_bank_by_default(data_dir):
     """Judging one of the 21 annotated models' own outputs must not read GPT-4's verdict back from the bank: with
     the bank's labels visible the judge agrees with GPT-4 on nearly every pair, hidden it does not."""

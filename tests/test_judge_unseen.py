@@ -83,6 +83,7 @@ def test_folds_are_a_stable_partition_of_instructions(small):
         assert json.loads(out.stdout) == [instruction_fold(i, x, N_FOLDS) for i, x in prompts]
 
 
+@pytest.mark.slow
 def test_held_out_instructions_give_no_training_pair_negative_or_bank_entry(small, lio):
     config, rows = small
     for k in range(N_FOLDS):

@@ -177,6 +177,7 @@ def smollm2():
     return load_policy("smollm2-135m")
 
 
+@pytest.mark.slow
 def test_smollm2_preset_generates_english_and_reuses_cache(smollm2, monkeypatch):
     folder = presets.smollm2_folder(convert=False)
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow
 def test_import_does_not_import_torch_and_lazy_names_still_work():
     code = ("import sys, alpaca_farm_env as a; heavy = [m for m in ('torch', 'transformers', 'sklearn', 'scipy') "
             "if m in sys.modules]; print(heavy); assert not heavy, heavy; "
@@ -87,6 +88,7 @@ def test_minilm_matches_transformers():
         assert np.abs(got - ref).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_a_judged_training_step_does_not_import_transformers(data_dir, tmp_path):
     """The first step of the default env (annotator reward, distilled judge, an output it has never embedded) does
     not import transformers: its BERT module costs ~2.5 s to import on 2 CPU cores (issue 12, P3)."""

@@ -51,6 +51,7 @@ def _preset(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_all_methods_through_the_env_with_shared_cached_stages(tmp_path, capsys):
     preset = _preset(tmp_path)
     run_dir = tmp_path / "runs" / "r"
@@ -89,6 +90,7 @@ def test_all_methods_through_the_env_with_shared_cached_stages(tmp_path, capsys)
     assert all(c["n_generated"] == 0 and c["n_annotations_cached"] == 4 for c in counts.values())
 
 
+@pytest.mark.slow
 def test_overoptimization_experiment_writes_both_curves(tmp_path, capsys):
     """``alpaca-farm experiment overoptimization`` on the tiny pipeline: best-of-n over n and PPO over steps, each
     point a (proxy reward, win-rate) pair measured through eval-split envs; a rerun measures nothing again."""

@@ -41,6 +41,7 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_ppo_raises_the_reward(data_dir, tmp_path):
     agent = make_agent("ppo", policy=tiny_llama(seed=0), config=config(eval_steps=15), max_new_tokens=12)
     agent.fit({"unlabeled": env(data_dir)}, output_dir=str(tmp_path))
@@ -60,6 +61,7 @@ def test_ppo_raises_the_reward(data_dir, tmp_path):
     assert len(out) == 1 and isinstance(out[0], str)
 
 
+@pytest.mark.slow
 def test_ppo_resume_continues_the_step_counter_and_csv(data_dir, tmp_path):
     cfg = config(total_steps=5, save_steps=2, learning_rate=1e-3)
     stopped = make_agent("ppo", policy=tiny_llama(seed=0), config={**cfg, "stop_after": 3})
@@ -86,6 +88,7 @@ def test_ppo_resume_continues_the_step_counter_and_csv(data_dir, tmp_path):
             {"unlabeled": env(data_dir)}, output_dir=str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_value_model_from_the_reward_model_trunk_and_lean_sharing(data_dir, tmp_path):
     from alpaca_farm_env.envs.source import get_reward_backend
     from alpaca_farm_env.rewards.reward_model import reward_model_spec, tiny_reward_model
@@ -122,6 +125,7 @@ def test_ppo_refuses_the_evaluator_as_reward(data_dir, tmp_path):
                   output_dir=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_two_ppo_steps_give_the_numbers_of_the_code_before_the_rl_split(data_dir, tmp_path):
     """A guard on refactors of the RL code: two PPO steps on a seeded tiny Llama reproduce, to the CSV's 6 digits,
     the metrics the code had before ``rl/`` was split out of the agents (same seeds, same prompts, same samples)."""

@@ -223,6 +223,7 @@ def test_binary_feedme_lowers_its_loss_and_resumes(tmp_path):
                                                           output_dir=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_binary_reward_conditioning_lowers_its_loss_and_conditions_generation(tmp_path):
     rows = synthetic_rows()
     policy = load_policy("tiny-llama")
@@ -250,6 +251,7 @@ def test_binary_reward_conditioning_lowers_its_loss_and_conditions_generation(tm
     assert again.respond(OBS) == responses
 
 
+@pytest.mark.slow
 def test_dpo_lowers_its_loss_against_a_frozen_copy(tmp_path):
     rows = synthetic_rows()
     policy = load_policy("tiny-llama")

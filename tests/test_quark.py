@@ -49,6 +49,7 @@ def test_quark_defaults_are_the_reference_script():
     assert (c.temperature, c.query_len, c.response_len) == (1.0, 192, 300)
 
 
+@pytest.mark.slow
 def test_quark_raises_the_reward(data_dir, tmp_path):
     agent = make_agent("quark", policy=tiny_llama(seed=0), config=config(), max_new_tokens=12)
     agent.fit({"unlabeled": env(data_dir)}, output_dir=str(tmp_path))

@@ -35,6 +35,7 @@ def keyword_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_minilm_reward_model_learns_the_keyword_preference_on_held_out_pairs(tmp_path):
     """The MiniLM encoder backbone (the tiny preset's; ~8 s of training here) ranks held-out pairs > 90% right."""
     rows = keyword_rows(96)
@@ -104,6 +105,7 @@ class _Kill(TrainerCallback):
             raise KeyboardInterrupt("killed")
 
 
+@pytest.mark.slow
 def test_resumes_from_the_last_checkpoint(tmp_path):
     kw = dict(n_eval=4, learning_rate=1e-3, per_device_train_batch_size=4, gradient_accumulation_steps=1,
               save_steps=2, progress=False)

@@ -47,6 +47,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_two_processes_keep_identical_parameters(data_dir, tmp_path):
     script = tmp_path / "ppo_ddp.py"
     script.write_text(SCRIPT)
