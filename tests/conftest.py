@@ -1,4 +1,10 @@
-"""Shared test setup: point the data loader at the offline data copy beside the checkout (../shared/data)."""
+"""Shared test setup: point the data loader at the offline data copy beside the checkout (../shared/data).
+
+The folders mirror the package (``envs/``, ``rewards/``, ``annotators/``, ``judge/``, ``rl/``, ``agents/``,
+``benchmark/``, ``data/``, ``models/``, ``cli/``); ``cross_cutting/`` holds suites that span it (input errors, corrupt
+files, concurrency, unicode, the registry, import cost) and ``docs/`` runs the documentation's examples. Tests that
+train, build a judge or run end to end are marked ``slow``: ``make test-fast`` runs the rest.
+"""
 from __future__ import annotations
 
 import os

@@ -8,7 +8,7 @@ reference output -- as the env's ``annotator`` reward does (reference = ``output
 
 **Held out from training.** The judge trains on synthetic negatives too (``training_data.SYNTHETIC_KINDS``), but with
 other generators (built from the annotated models' own answers, with their own phrase lists and hash tags); none of
-the generators, phrase lists or word lists here is used in training, and ``tests/test_judge_degenerate.py`` checks
+the generators, phrase lists or word lists here is used in training, and ``tests/judge/test_judge_degenerate.py`` checks
 that no suite output appears among the training rows. Each suite kind has a relative among the training kinds
 (``TRAINING_RELATIVE``), built by another generator from other text, so the suite measures generalisation across
 generators, not recall.

@@ -10,7 +10,7 @@ NumPy's elementwise ops, the exact GELU's ``erf`` above all, run on one core.)
 
 The computation is ``BertModel``'s (post-LayerNorm encoder, exact-erf GELU, LayerNorm eps from ``config.json``,
 padded keys masked out), then the package's pooling (``1_Pooling/config.json``: mean over real tokens) and L2
-normalisation. ``tests/test_performance_behaviour.py::test_minilm_matches_transformers`` holds it to ``AutoModel``'s
+normalisation. ``tests/cross_cutting/test_performance_behaviour.py::test_minilm_matches_transformers`` holds it to ``AutoModel``'s
 embeddings (float32, max abs difference < 1e-5) and to ``AutoTokenizer``'s word pieces.
 """
 from __future__ import annotations

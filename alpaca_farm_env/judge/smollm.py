@@ -4,7 +4,7 @@ The gate scores every output the global head judges, in the env's step: importin
 about 2.5 s on the first judged step (docs/performance.md, P3b). This is the Llama forward of
 ``transformers/models/llama/modeling_llama.py`` (RMSNorm, rotary embeddings of the default type, grouped-query
 attention, SwiGLU MLP, tied LM head) for right-padded batches, reading the converted folder's ``config.json``,
-``model.safetensors`` and ``tokenizer.json``. ``tests/test_judge_fuzz.py`` checks it against
+``model.safetensors`` and ``tokenizer.json``. ``tests/judge/test_judge_fuzz.py`` checks it against
 ``AutoModelForCausalLM`` on the same folder.
 """
 from __future__ import annotations

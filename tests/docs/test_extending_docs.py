@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "extending.md"
 BLOCKS = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), flags=re.S | re.M)
 
 

@@ -177,6 +177,7 @@ def test_banked_outputs_are_hidden_from_the_bank_by_default(data_dir):
     assert not any(a.extra.get("bank_hidden") for a in new)
 
 
+@pytest.mark.slow
 def test_evaluate_reports_banked_outputs(data_dir, tmp_path, capsys):
     from alpaca_farm_env.cli import main
     from alpaca_farm_env.data import load_model_outputs
@@ -268,6 +269,7 @@ def test_vector_env_draws_noise_per_sub_env():
     assert 0.1 < np.mean(rewards) < 0.45  # the same pair in four sub-envs at once still gets independent coins
 
 
+@pytest.mark.slow
 def test_data_dir_reaches_the_annotator(data_dir, monkeypatch):
     monkeypatch.delenv("ALPACA_FARM_DATA_DIR")
     with pytest.warns(TrainingOnTestSetWarning):

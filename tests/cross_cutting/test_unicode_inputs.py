@@ -15,7 +15,7 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from openai_test_server import ScriptedOpenAIServer  # noqa: E402
 
 from alpaca_farm_env.annotators import ANNOTATORS, RewardContext, list_annotators, make_annotator  # noqa: E402

@@ -169,7 +169,7 @@ def test_api_that_refuses_the_key_is_one_line(tmp_path, monkeypatch, capsys, dat
     the endpoint, never the key."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1]))
     from openai_test_server import ScriptedOpenAIServer
 
     from alpaca_farm_env.data import load_eval_set

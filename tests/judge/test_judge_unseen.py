@@ -108,6 +108,7 @@ def test_held_out_instructions_give_no_training_pair_negative_or_bank_entry(smal
         assert f["scored_by"] == {"global": len(test)}  # the judge itself routed them to its global head
 
 
+@pytest.mark.slow
 def test_lio_result_keys_ranges_and_longer_baseline(small, lio):
     _, rows = small
     assert lio["n_folds"] == N_FOLDS and lio["n_pairs"] == len(rows) and sorted(lio["models"]) == sorted(MODELS)

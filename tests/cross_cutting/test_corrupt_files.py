@@ -35,7 +35,7 @@ from alpaca_farm_env.judge.global_features import N_COMPACT_FEATURES
 from alpaca_farm_env.judge.judge import DistilledJudge
 from alpaca_farm_env.utils import atomic_write
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from openai_test_server import ScriptedOpenAIServer  # noqa: E402
 
 KEY = "sk-test-SECRET-0123456789"
@@ -85,6 +85,7 @@ def test_truncated_cached_judge_artifact_is_moved_aside_and_restored_from_the_pa
     assert ann.preference == 1.0  # the empty answer loses to the real one
 
 
+@pytest.mark.slow
 def test_default_env_reward_survives_a_garbage_judge_artifact(cache, caplog):
     """``gym.make("AlpacaFarm-v0")`` with the annotator reward over the distilled pool (noise-free here, so that the
     label comes from a judge head and not a coin: the noisy pool draws its coins per episode)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from openai_test_server import ScriptedOpenAIServer  # noqa: E402
 
 from alpaca_farm_env.annotators import make_annotator  # noqa: E402
@@ -21,7 +21,7 @@ from alpaca_farm_env.annotators.openai_backend import (  # noqa: E402
     AnnotatorAPIError, OpenAIPool, _SlidingWindowLimiter, fill_template, prompt_to_chatml, regex_parse,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test-SECRET-0123456789"
 
 
