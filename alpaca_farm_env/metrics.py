@@ -13,15 +13,23 @@ Follows alpaca_eval 0.6.6 ``metrics/winrate.py::get_winrate`` -> ``metrics/helpe
   rows;
 * ``avg_length``: mean length in characters of the model outputs (alpaca_eval ``main.py`` computes it over all model
   outputs, labeled or not; it stores ``int()`` of it, we keep the float).
+
+:func:`paired_difference` compares two methods judged against the same reference on the same instructions: the mean
+of the per-instruction differences of their scores (``p - 1``), its standard error and a percentile-bootstrap
+interval over instructions. Pairing removes the instruction-to-instruction variance that two independent win-rate
+standard errors carry, which is what lets a small eval set tell two methods apart.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 from .preference import parse_preference
 
-__all__ = ["win_rate", "WIN_RATE_FIELDS"]
+__all__ = ["win_rate", "WIN_RATE_FIELDS", "paired_difference", "excludes_zero", "N_BOOTSTRAP"]
 
 WIN_RATE_FIELDS = ("win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total", "avg_length")
 
@@ -66,3 +74,56 @@ def win_rate(preferences: Iterable[Any], lengths: Sequence[int | str] | None = N
         "n_total": n,
         "avg_length": avg_length,
     }
+
+
+N_BOOTSTRAP = 2000  # bootstrap resamples of the paired interval
+
+
+def paired_difference(
+    preferences_a: Sequence[Any], preferences_b: Sequence[Any], *, n_boot: int = N_BOOTSTRAP, seed: int | None = None,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Paired win-rate difference of method A minus method B, both judged against the same reference.
+
+    ``preferences_a[i]`` and ``preferences_b[i]`` are the two methods' preferences (alpaca_eval's encoding, as
+    :func:`win_rate`) on the same instruction ``i``; an instruction is kept only when both are labelled. Per
+    instruction ``d_i = (p_a - 1) - (p_b - 1)`` (a score in [0, 1], a draw 0.5).
+
+    The interval is the percentile bootstrap: ``n_boot`` resamples of the instructions with replacement, the
+    ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of their mean differences. ``seed`` seeds the
+    resampling; ``None`` derives it from a hash of the paired scores, so the same inputs always give the same
+    interval (Python's ``hash`` is salted per process, so it is not used).
+
+    Returns ``diff`` (``100 * mean(d)``, percentage points, as :func:`win_rate`'s ``win_rate``), ``standard_error``
+    (``100 * sem(d)``, sample standard deviation ddof=1; NaN when ``n < 2``), ``ci_low`` and ``ci_high`` (percentage
+    points; NaN when ``n == 0``) and ``n`` (the instructions labelled for both). Raises ``ValueError`` when the two
+    sequences differ in length (they must be paired row by row).
+    """
+    if len(preferences_a) != len(preferences_b):
+        raise ValueError(f"paired_difference: {len(preferences_a)} preferences for A but {len(preferences_b)} for B; "
+                         "they must be paired instruction by instruction")
+    a = [parse_preference(v, "<preferences_a>", i) for i, v in enumerate(preferences_a)]
+    b = [parse_preference(v, "<preferences_b>", i) for i, v in enumerate(preferences_b)]
+    d = np.array([pa - pb for pa, pb in zip(a, b) if pa is not None and pb is not None], dtype=np.float64)
+    n = int(d.size)
+    nan = float("nan")
+    if n == 0:
+        return {"diff": nan, "standard_error": nan, "ci_low": nan, "ci_high": nan, "n": 0}
+    mean = math.fsum(d.tolist()) / n
+    sem = math.sqrt(math.fsum(((d - mean) ** 2).tolist()) / (n - 1)) / math.sqrt(n) if n >= 2 else nan
+    if seed is None:
+        seed = int.from_bytes(hashlib.sha256(np.round(d, 12).tobytes()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, n, size=(int(n_boot), n))].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return {"diff": 100.0 * mean, "standard_error": 100.0 * sem, "ci_low": 100.0 * float(lo),
+            "ci_high": 100.0 * float(hi), "n": n}
+
+
+def excludes_zero(ci_low: float | None, ci_high: float | None) -> bool:
+    """Whether the interval ``[ci_low, ci_high]`` lies strictly on one side of 0 (the two methods are separable);
+    False when either end is missing or NaN."""
+    if ci_low is None or ci_high is None or ci_low != ci_low or ci_high != ci_high:
+        return False
+    return ci_low > 0 or ci_high < 0

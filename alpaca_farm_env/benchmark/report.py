@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..metrics import excludes_zero
+
 REFERENCE_NAME = "Davinci003"
 
 
@@ -14,18 +16,44 @@ def _fmt(m: dict[str, Any] | None) -> str:
     return f"{m['win_rate']:.1f} ± {se:.1f}" if se is not None else f"{m['win_rate']:.1f}"
 
 
+def paired_entry(baseline: str, stats: dict[str, Any]) -> dict[str, Any]:
+    """The ``"paired"`` entry of a method in ``results.json`` from :func:`~..metrics.paired_difference`'s ``stats``:
+    ``baseline`` (the ``compare_to`` method), ``diff`` and ``standard_error`` (percentage points of win-rate vs
+    Davinci003, method minus baseline, per instruction), ``ci95`` ([low, high], percentile bootstrap), ``n`` (the
+    instructions labelled for both) and ``separable`` (the interval excludes 0)."""
+    return {"baseline": baseline, "diff": stats["diff"], "standard_error": stats["standard_error"],
+            "ci95": [stats["ci_low"], stats["ci_high"]], "n": stats["n"],
+            "separable": excludes_zero(stats["ci_low"], stats["ci_high"])}
+
+
+def _fmt_paired(p: dict[str, Any] | None) -> str:
+    if not p or p.get("diff") is None:
+        return "—"
+    se, (lo, hi) = p.get("standard_error"), p.get("ci95") or (None, None)
+    text = f"{p['diff']:+.1f}" + (f" ± {se:.1f}" if se is not None else "")
+    return text + (f" [{lo:+.1f}, {hi:+.1f}]" if lo is not None and hi is not None else "")
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    """Method, win-rate ± SE vs Davinci003 (and vs the baseline method when there is one), n, average length."""
+    """The results table: method, reward, win-rate ± SE vs Davinci003; when there is a baseline method
+    (``compare_to``), its head-to-head win-rate against the baseline's outputs, the paired difference of win-rates vs
+    Davinci003 (± SE [95% bootstrap interval], percentage points) and whether the method is separable from the
+    baseline (the interval excludes 0); then n, average length and times. Returns the markdown text with its
+    caption."""
     base = results.get("compare_to")
     head = ["method", "reward", f"win-rate vs {REFERENCE_NAME} (%)"]
     if base:
-        head.append(f"win-rate vs {base} (%)")
+        head += [f"win-rate vs {base} (%)", f"paired Δ vs {base} (pp, ± SE [95% CI])", f"separable from {base}"]
     head += ["n", "avg length (chars)", "fit (s)", "generate + annotate (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for m in results["methods"]:
         cells = [m["label"], m.get("reward") or "—", _fmt(m["metrics"])]
-        if base:
-            cells.append("(baseline)" if m["method"] == base else _fmt(m.get("vs_baseline")))
+        if base and m["method"] == base:
+            cells += ["(baseline)", "(baseline)", "(baseline)"]
+        elif base:
+            paired = m.get("paired")
+            cells += [_fmt(m.get("vs_baseline")), _fmt_paired(paired),
+                      "—" if not paired else ("yes" if paired.get("separable") else "no")]
         al = m["metrics"].get("avg_length")
         secs = m.get("seconds") or {}
         cells += [str(m["metrics"]["n_total"]), f"{al:.0f}" if al is not None else "—",
@@ -33,6 +61,10 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     caption = (f"policy {results['policy']}, evaluator {results['evaluator']}, reference {REFERENCE_NAME} "
                f"({results['reference']}), {results['n_eval']} instructions")
+    if base:
+        caption += (f"\n\npaired Δ: per instruction, the method's score vs {REFERENCE_NAME} minus {base}'s (a win 1, a "
+                    "draw 0.5), averaged; the interval is a percentile bootstrap over instructions; separable: the "
+                    "interval excludes 0")
     stages = results.get("stage_seconds") or {}
     if stages:  # the time each stage's build took, when it was built; a method's fit includes the stages it built
         caption += "\n\nshared stages (s to build): " + ", ".join(f"{k} {_secs(v)}" for k, v in stages.items())

@@ -45,9 +45,11 @@ class MethodResult:
     annotations_path: str
     settings: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # as recorded when produced (a rerun reads them back)
+    paired: dict[str, Any] | None = None  # paired difference vs the compare_to method (report.paired_entry)
+    preferences: list[Any] = field(default_factory=list)  # per eval row, vs Davinci003 (not in results.json)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "preferences"}
 
 
 RL_EVAL_ROWS = 16  # eval instructions an RL agent's periodic win-rate uses (a trend in its eval.csv, not the result)
@@ -256,6 +258,7 @@ def _run_method(run: _Run, method: str, outputs: dict[str, list[str]], this_run:
         method=method, label=method_label(method, settings), reward=settings.get("reward"), metrics=metrics,
         vs_baseline=None, outputs_path=str(outputs_path), annotations_path=str(mdir / "annotations.json"),
         settings={**settings, "stages": stage_keys}, seconds=dict(record["seconds"]),
+        preferences=[a["preference"] for a in ann],
     )
 
 
@@ -289,15 +292,18 @@ def _fit_agent(run: _Run, method: str, kwargs: dict[str, Any], settings: dict[st
 
 def _compare_to(run: _Run, base: str, results: list[MethodResult], outputs: dict[str, list[str]]) -> None:
     """Each other method's win-rate against method ``base``'s outputs (``base`` is ``output_1``), judged by the
-    evaluator and cached in ``<method>/annotations_vs_<base>.json``; set as the results' ``vs_baseline``."""
+    evaluator and cached in ``<method>/annotations_vs_<base>.json``; set as the results' ``vs_baseline``. Also each
+    one's paired difference of win-rates vs Davinci003 with ``base``'s on the same instructions (``paired``)."""
     from ..annotators import make_annotator
     from ..context import RewardContext
-    from ..metrics import win_rate
+    from ..metrics import paired_difference, win_rate
+    from .report import paired_entry
 
     cfg = run.cfg
     # built on first use: a resumed run with every annotation cached never loads it
     evaluator = LazyAnnotator(lambda: make_annotator(cfg.annotator, context=RewardContext.of(run.data_dir),
                                                      **run.evaluator_kwargs))
+    base_prefs = next(r.preferences for r in results if r.method == base)
     for res in results:
         if res.method == base:
             continue
@@ -309,6 +315,8 @@ def _compare_to(run: _Run, base: str, results: list[MethodResult], outputs: dict
                                 annotator_id=run.annotator_id, seed=cfg.annotator_seed, progress=run.progress,
                                 desc=f"annotate ({res.method} vs {base})")
         res.vs_baseline = {"baseline": base, **win_rate([a["preference"] for a in ann], outputs[res.method])}
+        # beside the head-to-head: the paired difference of the two methods' win-rates vs Davinci003, per instruction
+        res.paired = paired_entry(base, paired_difference(res.preferences, base_prefs))
 
 
 def _method_key(cfg: BenchmarkConfig, pipeline: Pipeline, method: str, factory: Any
