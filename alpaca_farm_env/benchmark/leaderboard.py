@@ -2,15 +2,21 @@
 
 Our runs and the paper's numbers are never mixed in one table: they use different policies, evaluators and (for the
 tiny preset) a subset of the eval set.
+
+Each row keeps its run's size (``n_eval``, the eval instructions the run scored; ``n``, those labelled): win-rates
+over different instruction sets are not directly comparable, so the printed table marks every row whose n differs from
+the table's most common n (or from a chosen run's), and a row without n (written before rows kept it) shows it as
+unknown.
 """
 from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataFormatError
+from ..errors import ConfigError, DataFormatError
 from ..utils import atomic_write_text, file_lock
 
 LEADERBOARD_FILE = "leaderboard.json"
@@ -30,8 +36,11 @@ def leaderboard_path(runs_root: str | Path) -> Path:
     return Path(runs_root) / LEADERBOARD_FILE
 
 
-# the fields format_leaderboard reads; a row without them is malformed
-ROW_FIELDS = ("run_dir", "preset", "method", "label", "policy", "evaluator", "n", "win_rate")
+# the fields format_leaderboard reads; a row without them is malformed ("n" and "n_eval" may be missing: older rows)
+ROW_FIELDS = ("run_dir", "preset", "method", "label", "policy", "evaluator", "win_rate")
+NUMBER_FIELDS = ("win_rate", "standard_error", "avg_length", "win_rate_vs_baseline", "standard_error_vs_baseline",
+                 "paired_diff", "paired_standard_error")
+COUNT_FIELDS = ("n", "n_eval")
 
 
 def load_leaderboard(runs_root: str | Path) -> list[dict[str, Any]]:
@@ -55,9 +64,16 @@ def load_leaderboard(runs_root: str | Path) -> list[dict[str, Any]]:
         for key in ROW_FIELDS:
             if key not in r:
                 raise DataFormatError(path, "missing field", row=i, field=key)
-        for key in ("win_rate", "standard_error", "avg_length", "win_rate_vs_baseline", "standard_error_vs_baseline"):
+        for key in NUMBER_FIELDS:
             if r.get(key) is not None and (not isinstance(r[key], (int, float)) or isinstance(r[key], bool)):
                 raise DataFormatError(path, f"expected a number or null, got {r[key]!r}", row=i, field=key)
+        for key in COUNT_FIELDS:
+            if r.get(key) is not None and (not isinstance(r[key], int) or isinstance(r[key], bool) or r[key] < 0):
+                raise DataFormatError(path, f"expected a count or null, got {r[key]!r}", row=i, field=key)
+        ci = r.get("paired_ci95")
+        if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(
+                x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in ci)):
+            raise DataFormatError(path, f"expected [low, high] or null, got {ci!r}", row=i, field="paired_ci95")
     return rows
 
 
@@ -72,15 +88,18 @@ def add_run(runs_root: str | Path, results: dict[str, Any], replace_run_dir: boo
         rows = [r for r in load_leaderboard(runs_root) if (r.get("run_dir"), r.get("method")) not in new
                 and not (replace_run_dir and r.get("run_dir") == results["run_dir"])]
         for m in results["methods"]:
-            vs = m.get("vs_baseline") or {}
+            vs, paired = m.get("vs_baseline") or {}, m.get("paired") or {}
             rows.append({
                 "run_dir": results["run_dir"], "preset": results["preset"], "created": results["created"],
                 "method": m["method"], "label": m["label"], "reward": m.get("reward"), "policy": results["policy"],
                 "evaluator": results["evaluator"], "evaluator_identity": results.get("evaluator_identity"),
-                "reference": results["reference"], "n": m["metrics"]["n_total"],
+                "reference": results["reference"], "n": m["metrics"]["n_total"], "n_eval": results.get("n_eval"),
                 "win_rate": m["metrics"]["win_rate"], "standard_error": m["metrics"]["standard_error"],
                 "avg_length": m["metrics"]["avg_length"], "baseline": vs.get("baseline"),
                 "win_rate_vs_baseline": vs.get("win_rate"), "standard_error_vs_baseline": vs.get("standard_error"),
+                "paired_baseline": paired.get("baseline"), "paired_diff": paired.get("diff"),
+                "paired_standard_error": paired.get("standard_error"), "paired_ci95": paired.get("ci95"),
+                "separable": paired.get("separable"),
             })
         atomic_write_text(path, json.dumps(rows, indent=1))
     return path
@@ -103,7 +122,43 @@ def paper_table2(data_dir: str | Path | None = None) -> tuple[list[dict[str, Any
     return rows, "tatsu-lab/alpaca_farm@236b172 src/alpaca_farm/auto_annotations/eval.py (built-in copy)"
 
 
-def format_leaderboard(rows: list[dict[str, Any]], paper: list[dict[str, Any]], paper_source: str) -> str:
+def run_n(row: dict[str, Any]) -> int | None:
+    """A row's n: the eval instructions its run scored (``n_eval``), else the labelled ones (``n``, rows written
+    before ``n_eval`` was kept), else None (unknown)."""
+    return row.get("n_eval") if row.get("n_eval") is not None else row.get("n")
+
+
+def reference_n(rows: list[dict[str, Any]], against: str | None = None) -> int | None:
+    """The n the table's rows are compared with: that of the run ``against`` (a run dir, or its folder name), else
+    the most common known n (ties: the larger). None when no row has a known n. Raises :class:`ConfigError` when no
+    row belongs to ``against`` or its n is unknown."""
+    if against is not None:
+        mine = [r for r in rows if against in (r["run_dir"], Path(r["run_dir"]).name)]
+        if not mine:
+            raise ConfigError(f"--against {against!r}: no leaderboard row of that run (give its run dir or its name)")
+        if run_n(mine[0]) is None:
+            raise ConfigError(f"--against {against!r}: that run's rows do not record n")
+        return run_n(mine[0])
+    counts = Counter(n for n in map(run_n, rows) if n is not None)
+    return max(counts, key=lambda n: (counts[n], n)) if counts else None
+
+
+def _fmt_paired(r: dict[str, Any]) -> str:
+    if r.get("paired_diff") is None:
+        return "—"
+    lo, hi = r.get("paired_ci95") or (None, None)
+    text = f"{r['paired_diff']:+.1f}" + (f" [{lo:+.1f}, {hi:+.1f}]" if lo is not None and hi is not None else "")
+    return text + (" *" if r.get("separable") else "") + f" (vs {r.get('paired_baseline') or r.get('baseline')})"
+
+
+def format_leaderboard(rows: list[dict[str, Any]], paper: list[dict[str, Any]], paper_source: str,
+                       against: str | None = None) -> str:
+    """The runs table (best win-rate first) and, apart, the paper's Table 2 reference; returns the text.
+
+    The n column is the run's number of eval instructions; a row whose n differs from :func:`reference_n` (the most
+    common n, or run ``against``'s) is marked ``†`` and one whose n is unknown ``?``, each explained under the table.
+    The paired column is the difference of win-rates vs Davinci003 with the run's baseline method, per instruction,
+    with its 95% bootstrap interval (``*``: separable, the interval excludes 0)."""
     def f(w, s):
         return "—" if w is None else (f"{w:.1f} ± {s:.1f}" if s is not None else f"{w:.1f}")
 
@@ -111,16 +166,32 @@ def format_leaderboard(rows: list[dict[str, Any]], paper: list[dict[str, Any]], 
     if not rows:
         out.append("  (no runs yet: run `alpaca-farm benchmark`)")
     else:
-        out.append("| preset | method | policy | evaluator | n | vs Davinci003 | vs baseline | avg length | run |")
-        out.append("|---|---|---|---|---|---|---|---|---|")
+        ref = reference_n(rows, against)
+        out.append("| preset | method | policy | evaluator | n | vs Davinci003 | vs baseline | paired Δ vs baseline "
+                   "[95% CI] | avg length | run |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
+        marks: set[str] = set()
         for r in sorted(rows, key=lambda r: (r.get("win_rate") is None, -(r.get("win_rate") or 0))):
             vb = f(r.get("win_rate_vs_baseline"), r.get("standard_error_vs_baseline"))
             if r.get("baseline") and vb != "—":
                 vb += f" (vs {r['baseline']})"
             al = r.get("avg_length")
-            out.append(f"| {r['preset']} | {r['label']} | {r['policy']} | {r['evaluator']} | {r['n']} | "
-                       f"{f(r.get('win_rate'), r.get('standard_error'))} | {vb} | {'—' if al is None else f'{al:.0f}'} | "
-                       f"{Path(r['run_dir']).name} |")
+            n = run_n(r)
+            mark = "?" if n is None else ("†" if ref is not None and n != ref else "")
+            marks.add(mark)
+            n_cell = ("unknown " + mark) if n is None else f"{n}{' ' + mark if mark else ''}"
+            out.append(f"| {r['preset']} | {r['label']} | {r['policy']} | {r['evaluator']} | {n_cell} | "
+                       f"{f(r.get('win_rate'), r.get('standard_error'))} | {vb} | {_fmt_paired(r)} | "
+                       f"{'—' if al is None else f'{al:.0f}'} | {Path(r['run_dir']).name} |")
+        where = f"run {against}'s n" if against is not None else "the most common n in this table"
+        if "†" in marks:
+            out.append(f"† n differs from {ref} ({where}): a win-rate over another set of instructions, not directly "
+                       "comparable with the others")
+        if "?" in marks:
+            out.append("? n unknown (a row written before the leaderboard kept n): compare with care")
+        if any(r.get("paired_diff") is not None for r in rows):
+            out.append("paired Δ: percentage points, the method's win-rate vs Davinci003 minus its run's baseline "
+                       "method's, on the same instructions; * the 95% interval excludes 0 (separable)")
     out += ["", PAPER_LABEL + ":", f"(source: {paper_source})", "| model | win-rate vs Davinci003 (%) | n |", "|---|---|---|"]
     out += [f"| {p['model']} | {f(p['win_rate'], p['standard_error'])} | {p['n']} |" for p in paper]
     return "\n".join(out)

@@ -11,6 +11,9 @@ def add_parser(sub) -> None:
     p.add_argument("--runs-root", default="runs", help="directory holding leaderboard.json (default: runs)")
     add_data_dir_arg(p)
     p.add_argument("--json", action="store_true", help='print {"runs": [...], "paper_reference": {...}}')
+    p.add_argument("--against", metavar="RUN", default=None,
+                   help="mark the rows whose n (eval instructions) differs from this run's (its run dir or name); "
+                        "default: from the most common n in the table")
     p.set_defaults(func=run)
 
 
@@ -22,5 +25,5 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"runs": rows, "paper_reference": {"label": PAPER_LABEL, "source": source, "rows": paper}}, indent=2))
         return 0
-    print(format_leaderboard(rows, paper, source))
+    print(format_leaderboard(rows, paper, source, against=args.against))
     return 0
