@@ -64,9 +64,13 @@ def test_end_to_end_and_resume(preset_file, tmp_path, capsys):
     assert bon["reward"] == "length" and "reward=length" in bon["label"] and "n=3" in bon["label"]
     assert bon["vs_baseline"]["baseline"] == "sft" and bon["vs_baseline"]["n_total"] == N_EVAL
     assert (run_dir / "best_of_n" / "annotations_vs_sft.json").is_file()
+    # beside it, the paired difference of the two win-rates vs Davinci003 on the same instructions
+    assert bon["paired"]["baseline"] == "sft" and bon["paired"]["n"] == N_EVAL and sft["paired"] is None
+    assert bon["paired"]["diff"] == pytest.approx(bon["metrics"]["win_rate"] - sft["metrics"]["win_rate"])
     # the printed table and results.md
     md = (run_dir / "results.md").read_text()
     assert "win-rate vs Davinci003" in md and "win-rate vs sft" in md and "(baseline)" in md
+    assert "paired Δ vs sft" in md and "separable from sft" in md
     wr = f"{bon['metrics']['win_rate']:.1f} ± {bon['metrics']['standard_error']:.1f}"
     assert wr in out and wr in md and f"| {N_EVAL} |" in md
     # the measured time of each method and shared stage
@@ -109,6 +113,7 @@ def test_end_to_end_and_resume(preset_file, tmp_path, capsys):
     lb = capsys.readouterr().out
     runs_part, paper_part = lb.split("Reference only")
     assert "best_of_n" in runs_part and "SFT 10k" not in runs_part
+    assert "†" not in runs_part  # every row from a run of the same n
     assert "SFT 10k" in paper_part and "35.9" in paper_part
 
     # and `evaluate` reads a run's outputs and annotations
