@@ -6,7 +6,9 @@ reward model trained on simulated preferences (``prompt + output``, no EOS), and
 ``--num_return_sequences 16``; the paper finds n around 16 best (App. E.2; Table 4's "Best-of-16") and sweeps to
 n = 1024 for over-optimisation (Fig. 5). ``run_decode`` goes through ``src/alpaca_farm/inference/decode.py``, whose
 ``HFDecodingArguments`` default to ``top_p=0.9`` (top_k 0) and ``best_of_n.py`` does not override it: hence
-``top_p=0.9`` here, not the 1.0 of PPO rollouts.
+``top_p=0.9`` here, not the 1.0 of PPO rollouts. The benchmark's ``generation`` settings (its evaluation decoding)
+reach this agent only for ``max_new_tokens``, ``batch_size`` and ``seed`` (``GENERATION_KEYS``): its n, temperature
+and top_p stay :class:`BestOfNConfig`'s unless its own preset entry sets them.
 
 Pipeline stages (``STAGES``): ``policy`` (the SFT policy to sample from) and ``reward`` (the trained reward model's
 spec, ``{"reward": "reward_model", "reward_kwargs": {...}}``), both given to ``fit``. ``reward=`` in the constructor
@@ -55,6 +57,9 @@ class BestOfNAgent(SFTAgent):
     name = "best_of_n"
     ENVS: ClassVar[dict[str, dict[str, Any]]] = {}
     STAGES: ClassVar[tuple[str, ...]] = ("policy", "reward")
+    # the benchmark's evaluation decoding this agent takes: the answer budget and the batching/seed; n, temperature
+    # and top_p are its candidates' sampling (BestOfNConfig, or its own preset entry), never the benchmark's
+    GENERATION_KEYS: ClassVar[tuple[str, ...]] = ("max_new_tokens", "batch_size", "seed")
 
     def __init__(
         self,

@@ -21,7 +21,12 @@ PRESETS = ("tiny", "cpu_all", "paper")
 
 @dataclass
 class GenerationConfig:
-    """Decoding for every method (a method's own entry may override a field, e.g. best_of_n's temperature 1.0).
+    """The benchmark's evaluation decoding: how the eval-split answers of the methods that answer by plain sampling
+    (base, sft, and the methods whose answer is one sample of the policy they trained: FeedME, reward conditioning,
+    DPO, PPO, Quark, expert iteration) are sampled. A method's own sampling is never overridden: an agent takes only
+    the fields its class names in ``GENERATION_KEYS`` (best-of-n names ``max_new_tokens``, ``batch_size`` and
+    ``seed``; its n, temperature and top_p are its candidates' and come from its own settings), and a method's
+    entry in the preset may still set any of them for that method alone.
 
     Paper defaults: temperature 0.7, top_p 1.0, 300 new tokens (AlpacaFarm Sec. 4 / App. D)."""
 
@@ -52,9 +57,10 @@ class BenchmarkConfig:
     compare_to: str | None = None  # a method whose outputs are a second baseline column (tiny: "sft")
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: {"sft": {}, "best_of_n": {"n": 4}})
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    # the shared pipeline stages (benchmark/pipeline.py): "sft" (SFTConfig fields), "preferences" (collection
-    # config fields), "reward_model" (reward-model training fields); empty = the paper's defaults
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the shared pipeline stages (benchmark/pipeline.py): "sft" (SFTConfig fields; null = the policy is already the
+    # SFT model, no SFT stage runs), "preferences" (collection config fields), "reward_model" (reward-model training
+    # fields); empty = the paper's defaults
+    stages: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     runs_root: str = "runs"
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,6 +180,8 @@ def _check_stages(stages: dict[str, Any], source: str) -> None:
         if name not in STAGE_NAMES:
             raise ConfigError(f"{source}: stages: unknown stage {name!r}{did_you_mean(name, list(STAGE_NAMES))}; "
                               f"known: {list(STAGE_NAMES)}")
+        if name == "sft" and fields is None:  # the given policy is the SFT model: no SFT stage
+            continue
         _check_type(fields, dict, f"stages.{name}", source)
         if name == "sft":
             check_fields(SFTConfig, fields, source, prefix="stages.sft.")

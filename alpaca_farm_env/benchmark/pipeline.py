@@ -2,7 +2,10 @@
 method that needs it, keyed by everything that determines it:
 
 * ``sft``: the starting policy fine-tuned on the ``sft`` split's demonstrations (through ``AlpacaFarm-v0``), the
-  start of every method (SFT10k in the paper) -- key: policy spec, SFT config, the demonstrations;
+  start of every method (SFT10k in the paper) -- key: policy spec, SFT config, the demonstrations. With
+  ``stages.sft: null`` the given policy *is* the SFT model (the paper preset: ``policy`` is SFT10k): no SFT stage
+  runs, every method starts from the given policy, and the ``sft`` method answers with it as it is
+  (:meth:`Pipeline.is_given`);
 * ``preferences``: two samples per ``preference``-split instruction from the SFT policy at temperature 1.0, labelled
   by the noisy simulated pool through ``AlpacaFarmPairwise-v0`` -- key: the SFT stage, the collection config, the
   annotator's identity, the prompts;
@@ -45,7 +48,28 @@ class Pipeline:
         self._keys: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------------------ stage: sft
+    @property
+    def sft_given(self) -> bool:
+        """Whether the preset says the given policy is already the SFT model (``stages.sft: null``): no SFT stage."""
+        return "sft" in self.cfg.stages and self.cfg.stages["sft"] is None
+
+    def is_given(self, agent_cls: Any) -> bool:
+        """Whether a method *is* a stage the preset gives rather than builds (the ``sft`` method under
+        ``stages.sft: null``): it is not fitted, and answers with the given policy as it is."""
+        return self.stage_of(agent_cls) == "sft" and self.sft_given
+
+    def answers_with_given_policy(self, agent_cls: Any) -> bool:
+        """Whether a method's row is the given policy as it is while that policy is the SFT model
+        (``stages.sft: null``): the ``sft`` method, and the ``base`` agent (then the same model; the paper preset
+        drops it). Its label says so."""
+        from ..agents.sft import BaseAgent
+
+        return self.is_given(agent_cls) or (self.sft_given and agent_cls is BaseAgent)
+
     def sft_key(self) -> str:
+        if "sft" not in self._keys and self.sft_given:  # the given policy, untrained
+            self._keys["sft"] = digest({"policy": self.cfg.policy, "policy_kwargs": self.cfg.policy_kwargs,
+                                        "sft": None})[:12]
         if "sft" not in self._keys:
             from ..agents.sft import SFTAgent
 
@@ -61,10 +85,13 @@ class Pipeline:
         return self._stage_dir("sft")
 
     def sft_policy(self) -> Any:
-        """A fresh copy of the trained SFT policy (each method fine-tunes its own)."""
+        """A fresh copy of the trained SFT policy (each method fine-tunes its own); the given policy itself under
+        ``stages.sft: null``."""
         from ..agents.sft import SFTAgent
         from ..models import load_policy
 
+        if self.sft_given:
+            return load_policy(self.cfg.policy, **self.cfg.policy_kwargs)
         folder = self.sft_dir()
         if not self._built("sft"):
             with self._timed("sft", folder):
@@ -90,12 +117,13 @@ class Pipeline:
         """The keyword arguments a stage's own agent takes from the preset's ``stages`` (``{"sft": stages.sft}`` for
         the sft stage's agent; ``{}`` for every other method)."""
         stage = self.stage_of(agent_cls)
-        return {stage: dict(self.cfg.stages.get(stage, {}))} if stage else {}
+        return {stage: dict(self.cfg.stages.get(stage, {}))} if stage and not self.is_given(agent_cls) else {}
 
-    @staticmethod
-    def wanted(agent_cls: Any, given: dict[str, Any]) -> tuple[str, ...]:
+    def wanted(self, agent_cls: Any, given: dict[str, Any]) -> tuple[str, ...]:
         """The stages a method takes: its ``STAGES``, less ``reward`` when the preset names its reward (e.g. best-of-n
-        reranking by ``length`` needs no reward model)."""
+        reranking by ``length`` needs no reward model); none for a method that is a given stage (:meth:`is_given`)."""
+        if self.is_given(agent_cls):
+            return ()
         return tuple(s for s in getattr(agent_cls, "STAGES", ()) if not (s == "reward" and "reward" in given))
 
     def stages_for(self, agent_cls: Any, method: str, fit_dir: Path, given: dict[str, Any] | None = None
@@ -190,7 +218,9 @@ class Pipeline:
         else:
             rows, _ = self.preferences()
             with self._timed("reward_model", folder):
-                start = str(self.sft_dir() / "model") if backbone == "sft" else backbone
+                start = backbone
+                if backbone == "sft":  # the SFT policy: the given one under stages.sft: null
+                    start = self.cfg.policy if self.sft_given else str(self.sft_dir() / "model")
                 train_reward_model(rows, start, folder / "model", progress=self.progress, **fields)
             acc = reward_model_summary(folder / "model").get("eval_accuracy")
             self.log(f"stage reward_model: held-out accuracy {acc}")
@@ -214,13 +244,15 @@ class Pipeline:
         needs = {"sft": {"policy", "output_dir", "preferences", "reward"}, "preferences": {"preferences", "reward"},
                  "reward_model": {"reward"}}
         return [(stage, self._stage_dir(stage), self._built(stage), self.cfg.stages.get(stage, {}))
-                for stage in needs if wanted & needs[stage]]
+                for stage in needs if wanted & needs[stage] and not (stage == "sft" and self.sft_given)]
 
     def stage_seconds(self, stages: set[str]) -> dict[str, float | None]:
         """The build time of each of ``stages`` (``sft``, ``preferences``, ``reward_model``), in pipeline order: as
         measured in this run, else as recorded in the stage's ``stage.json`` when it was built (without building)."""
         out: dict[str, float | None] = {}
         for stage in ("sft", "preferences", "reward_model"):
+            if stage == "sft" and self.sft_given:  # no SFT stage ran: the given policy is the SFT model
+                continue
             if stage in self.times:
                 out[stage] = self.times[stage]
             elif stage in stages:

@@ -65,8 +65,10 @@ def _agent_kwargs(cfg: BenchmarkConfig, pipeline: Pipeline, method: str, factory
     return kwargs
 
 
-def method_label(method: str, settings: dict[str, Any]) -> str:
-    extras = []
+def method_label(method: str, settings: dict[str, Any], given_policy: bool = False) -> str:
+    """The row's label: the method, its n and reward; "the given policy" for a row that answers with the preset's
+    policy as it is while that policy is the SFT model (``stages.sft: null``)."""
+    extras = ["the given policy"] if given_policy else []
     if "n" in settings:
         extras.append(f"n={settings['n']}")
     if settings.get("reward") is not None:
@@ -255,7 +257,8 @@ def _run_method(run: _Run, method: str, outputs: dict[str, list[str]], this_run:
         run.log(f"{method}: {n_hidden} outputs are GPT-4-labelled answers in the judge's answer bank; they were "
                 "hidden from the bank, so their labels were not read back")
     return MethodResult(
-        method=method, label=method_label(method, settings), reward=settings.get("reward"), metrics=metrics,
+        method=method, label=method_label(method, settings, run.pipeline.answers_with_given_policy(factory)),
+        reward=settings.get("reward"), metrics=metrics,
         vs_baseline=None, outputs_path=str(outputs_path), annotations_path=str(mdir / "annotations.json"),
         settings={**settings, "stages": stage_keys}, seconds=dict(record["seconds"]),
         preferences=[a["preference"] for a in ann],
@@ -284,7 +287,8 @@ def _fit_agent(run: _Run, method: str, kwargs: dict[str, Any], settings: dict[st
     envs = {name: make_env(spec, run.data_dir) for name, spec in getattr(factory, "ENVS", {}).items()}
     # the method's own training dir is keyed like its outputs: another config or stage never reuses it
     stages, _ = run.pipeline.stages_for(factory, method, fit_dir, given=cfg.methods[method])
-    agent.fit(envs, **stages)
+    if not run.pipeline.is_given(factory):  # a given stage (stages.sft: null) answers with the given policy as is
+        agent.fit(envs, **stages)
     reward = agent.describe().get("reward") or (str(settings["reward"]) if "reward" in settings else None)
     spent = record["seconds"].get("generate_and_annotate", 0.0) if record else 0.0  # before a resume
     return agent, {"reward": reward, "seconds": {"fit": round(time.time() - t0, 1), "generate_and_annotate": spent}}

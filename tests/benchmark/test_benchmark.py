@@ -138,7 +138,9 @@ def test_presets_and_subset(data_dir):
     tiny, paper = load_preset("tiny"), load_preset("paper")
     assert tiny.policy == "smollm2-135m" and tiny.annotator == "pooled" and tiny.compare_to == "sft"
     assert list(tiny.methods) == ["base", "sft", "binary_feedme"]  # trained SFT vs base, and a preference learner
-    assert list(paper.methods) == methods and paper.stages["preferences"]["annotator"] == "alpaca_farm_pool_noisy"
+    # the paper preset's policy is SFT10k (stages.sft: null): no base row, its sft row is the given policy
+    assert list(paper.methods) == methods[1:] and paper.stages["sft"] is None
+    assert paper.stages["preferences"]["annotator"] == "alpaca_farm_pool_noisy"
     assert paper.n_eval is None and paper.generation.max_new_tokens == 300 and paper.generation.temperature == 0.7
     assert paper.policy is None and paper.methods["best_of_n"]["temperature"] == 1.0
     assert paper.methods["ppo"] == {} and paper.methods["quark"] == {}  # PPOConfig() / QuarkConfig(): the scripts'

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _preset(tmp_path: Path) -> Path:
     cfg = load_preset("paper").to_dict()  # the paper preset's code path, with a tiny model and a local annotator
     cfg.update(name="pipe", policy="tiny-llama", annotator="longer", n_eval=4, compare_to=None)
-    cfg["generation"].update(max_new_tokens=6, batch_size=4)
+    # greedy evaluation decoding: a row then differs from sft's only where the method changed the policy (sampling
+    # seeds differ per method, so sampled rows would differ anyway)
+    cfg["generation"].update(max_new_tokens=6, batch_size=4, temperature=0.0)
     small_sft = {"max_steps": 2, "max_length": 96, "per_device_batch_size": 4, "gradient_accumulation_steps": 1,
                  "learning_rate": 1e-3}
     cfg["methods"] = {
@@ -68,6 +70,10 @@ def test_all_methods_through_the_env_with_shared_cached_stages(tmp_path, capsys)
     prefs = [json.loads(line) for line in next((run_dir / "stages").glob("preferences-*/preferences.jsonl")).read_text().splitlines()]
     assert len(prefs) == 8 and {"instruction", "input", "output_1", "output_2", "preference"} <= set(prefs[0])
     by = {m["method"]: m for m in res["methods"]}
+    outputs = {m: [r["output"] for r in json.loads(Path(by[m]["outputs_path"]).read_text())] for m in METHODS}
+    assert outputs["sft"] != outputs["base"]  # the sft stage trained
+    for m in ("best_of_n", "expert_iteration", "binary_feedme", "binary_reward_conditioning", "dpo", "ppo", "quark"):
+        assert any(a != b for a, b in zip(outputs[m], outputs["sft"])), f"{m} answers exactly as sft"
     assert by["dpo"]["settings"]["stages"]["preferences"] == by["binary_feedme"]["settings"]["stages"]["preferences"]
     assert "reward" in by["best_of_n"]["settings"]["stages"]
     for rl in ("ppo", "quark"):  # trained against the reward-model stage, a CSV row per step
