@@ -25,5 +25,6 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"runs": rows, "paper_reference": {"label": PAPER_LABEL, "source": source, "rows": paper}}, indent=2))
         return 0
-    print(format_leaderboard(rows, paper, source, against=args.against))
+    against = {"against": args.against} if args.against is not None else {}  # default: the most common n
+    print(format_leaderboard(rows, paper, source, **against))
     return 0
