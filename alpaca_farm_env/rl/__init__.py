@@ -5,7 +5,7 @@
 * :mod:`.models`: the value model, trunks, the reference policy, LoRA;
 * :mod:`.config`: :class:`RLConfig`, the fields every RL method shares (each documented with its source);
 * :mod:`.trainer`: :class:`RLTrainer`, the loop (optimizer and schedule, accumulation, checkpoints, CSV logging,
-  Accelerate, periodic eval, final save);
+  Accelerate, periodic eval, final save) and the policies kept at each save (``keep_checkpoints``);
 * :mod:`.method`: :class:`RLMethod`, the hooks an RL agent implements for the trainer (``build``, ``step``,
   ``current_policy``, ``final_policy``) and the agent-protocol plumbing they share.
 
@@ -24,13 +24,13 @@ from .rollout import (
     pad_responses, position_ids, positions_for_step, query_fits, response_logits, sample_responses, seeded,
     sequence_inputs, token_logprobs,
 )
-from .trainer import RLTrainer, make_optimizer, run_key
+from .trainer import KEPT_DIR, RLTrainer, make_optimizer, run_key, saved_steps
 
 __all__ = [
-    "AdaptiveKLController", "FixedKLController", "RLConfig", "RLMethod", "RLTrainer", "ValueModel", "cat_rollouts",
-    "collect_rollouts", "encode_queries", "env_episode", "env_rows", "eos_ids", "epoch_order", "frozen_copy", "gae",
-    "is_alpaca_farm_env", "make_kl_controller", "make_optimizer", "pad_responses", "position_ids",
+    "AdaptiveKLController", "FixedKLController", "KEPT_DIR", "RLConfig", "RLMethod", "RLTrainer", "ValueModel",
+    "cat_rollouts", "collect_rollouts", "encode_queries", "env_episode", "env_rows", "eos_ids", "epoch_order",
+    "frozen_copy", "gae", "is_alpaca_farm_env", "make_kl_controller", "make_optimizer", "pad_responses", "position_ids",
     "positions_for_step", "ppo_policy_loss", "ppo_value_loss", "quark_loss", "query_fits", "reference_of",
-    "response_logits", "run_key", "same_vocab", "sample_responses", "seeded", "sequence_inputs", "shape_rewards",
-    "token_logprobs", "trunk_of", "whiten", "with_lora",
+    "response_logits", "run_key", "same_vocab", "sample_responses", "saved_steps", "seeded", "sequence_inputs",
+    "shape_rewards", "token_logprobs", "trunk_of", "whiten", "with_lora",
 ]

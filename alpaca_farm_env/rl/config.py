@@ -76,6 +76,12 @@ class RLConfig:
     ``--total_epochs 10``; the paper's best checkpoints come at 20-80 steps)."""
     save_steps: int = 20
     """A checkpoint every this many steps (and at the end); a rerun resumes from it. ``rlhf_ppo.sh``: 20."""
+    keep_checkpoints: bool = False
+    """Also keep the policy of each save in ``output_dir/checkpoints/step_<k>`` (the LoRA adapter only in lean mode),
+    after training too, for choosing the best step afterwards (the benchmark's ``select``). The reference keeps
+    every ``save_steps`` policy too, in ``<output_dir>_ckpt_<k>`` (``src/alpaca_farm/rl/rl_trainer.py`` ``train``,
+    saved before step k runs, i.e. after k - 1 updates; ``step_<k>`` here is after k). *Ours* as a switch: off,
+    only the resume state is written."""
     eval_steps: int = 20
     """A periodic eval every this many steps: the mean reward on the held-out prompts and the agent's ``eval_hook``
     (0: none). The reference evaluates every ``eval_steps`` too."""

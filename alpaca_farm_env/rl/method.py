@@ -18,6 +18,11 @@ write:
 A method missing a hook fails when it is constructed (``abc``), not in the middle of a fit. ``train`` chooses the
 reward (the constructor's ``reward=``, else the ``reward`` stage, else the env's own), refuses the evaluator's judge,
 and hands the rest to a fresh :class:`~alpaca_farm_env.rl.trainer.RLTrainer` (``self.trainer``).
+
+Kept checkpoints (``config.keep_checkpoints``): :meth:`RLMethod.checkpoint_schedule` says before any compute at which
+steps a config keeps its policy, :meth:`~RLMethod.checkpoint_steps` which ones a fit kept, and
+:meth:`~RLMethod.checkpoint_policy` loads one; assigning it to ``policy`` makes the agent answer with it (the
+benchmark's checkpoint selection, ``benchmark/selection.py``).
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from ..envs.reward_info import reward_judges_like
 from .rollout import is_alpaca_farm_env
-from .trainer import RLTrainer
+from .trainer import RLTrainer, saved_steps
 
 __all__ = ["RLMethod"]
 
@@ -95,6 +100,28 @@ class RLMethod(abc.ABC):
     def summary_extra(self) -> dict[str, Any]:
         """Returns extra entries for ``summary.json`` (e.g. where PPO's value model came from)."""
         return {}
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    @classmethod
+    def checkpoint_schedule(cls, config: Any = None) -> list[int]:
+        """Returns the steps at which a fit with ``config`` (a ``CONFIG_CLASS``, a mapping of its fields, or None for
+        the defaults) saves, and keeps its policy when ``keep_checkpoints`` is on: every ``save_steps``-th step and
+        the last."""
+        cfg = config if isinstance(config, cls.CONFIG_CLASS) else cls.CONFIG_CLASS(**dict(config or {}))
+        return saved_steps(cfg)
+
+    def checkpoint_steps(self) -> list[int]:
+        """Returns the steps whose policy the last fit kept (``output_dir/checkpoints/step_<k>``), in order; [] before
+        a fit."""
+        return self.trainer.kept_steps() if self.trainer is not None and self.trainer.output_dir else []
+
+    def checkpoint_policy(self, step: int) -> Any:
+        """Returns the Policy kept at ``step`` by the last fit (:meth:`RLTrainer.load_kept`); ``agent.policy =
+        agent.checkpoint_policy(k)`` makes the agent answer with it. Raises ``ValueError`` when no policy was kept at
+        ``step``."""
+        if self.trainer is None or not self.trainer.output_dir:
+            raise ValueError(f"{self.name} has kept no checkpoints: call fit() with keep_checkpoints=True first")
+        return self.trainer.load_kept(step)
 
     # ------------------------------------------------------------------------------------------------ train
     def train(self, envs: Mapping[str, Any], *, policy: Any = None, reward: tuple[Any, dict[str, Any]] | None = None,

@@ -15,6 +15,11 @@ An RL method (:class:`~alpaca_farm_env.rl.method.RLMethod`) says what one step d
    checkpoint; a finished ``output_dir`` is loaded, not retrained; one from another run (config, reward, policy,
    number of prompts or processes: the run key) is refused.
 
+The resume state (``output_dir/checkpoint``: model, optimizer, schedule, RNG) is overwritten at each save and deleted at
+the end. With ``keep_checkpoints``, each save also keeps the policy of that step in ``output_dir/checkpoints/step_<k>``
+(the LoRA adapter only in lean mode, the full weights otherwise), kept after training, each holding the run key: the
+checkpoints a selection of the best step chooses from (:meth:`RLTrainer.kept_steps`, :meth:`RLTrainer.load_kept`).
+
 During a step the method calls the trainer's helpers: :meth:`RLTrainer.rollouts` (this process's rollouts of the step),
 :meth:`~RLTrainer.minibatches`, :meth:`~RLTrainer.accumulate` (one optimizer step over micro-batches),
 :meth:`~RLTrainer.all_reduce` and :meth:`~RLTrainer.global_mean` (statistics over processes).
@@ -24,6 +29,7 @@ Reference (tatsu-lab/alpaca_farm): ``src/alpaca_farm/rl/rl_trainer.py`` (``train
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -43,7 +49,10 @@ from .rollout import collect_rollouts, env_episode, env_rows, epoch_order, posit
 
 Tensor = torch.Tensor
 
-__all__ = ["RLTrainer", "make_optimizer", "run_key"]
+__all__ = ["KEPT_DIR", "RLTrainer", "make_optimizer", "run_key", "saved_steps"]
+
+KEPT_DIR = "checkpoints"
+"""The folder (in ``output_dir``) of the policies kept at each save (``step_<k>``), apart from the resume state."""
 
 
 def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: Any) -> tuple[Any, Any]:
@@ -57,14 +66,24 @@ def make_optimizer(params: Sequence[torch.nn.Parameter], cfg: Any) -> tuple[Any,
     return opt, sched
 
 
+def saved_steps(config: Any) -> list[int]:
+    """Returns the steps at which a run of ``config`` saves (and, with ``keep_checkpoints``, keeps its policy): every
+    ``save_steps``-th step and the last one, ``total_steps``."""
+    total, every = int(config.total_steps), max(1, int(config.save_steps))
+    return sorted(set(range(every, total + 1, every)) | ({total} if total > 0 else set()))
+
+
 def run_key(method: str, config: Any, reward: Any, reward_kwargs: Mapping[str, Any], policy: str, n_prompts: int,
             world: int) -> str:
     """Returns the 16-hex-digit key of what a run's results depend on: the method, every config field but
-    ``stop_after`` (which only says where one call stops), the reward, the start policy's name, the number of prompts
-    and of processes. The digest sorts keys, so the order of the config's fields does not enter it."""
-    return digest({"agent": method, "config": {k: v for k, v in asdict(config).items() if k != "stop_after"},
-                   "reward": [str(reward), dict(reward_kwargs)], "policy": policy, "prompts": n_prompts,
-                   "world": world})[:16]
+    ``stop_after`` (which only says where one call stops) and ``keep_checkpoints`` when it is off (so that run dirs
+    written before the field existed keep their key), the reward, the start policy's name, the number of prompts and
+    of processes. The digest sorts keys, so the order of the config's fields does not enter it. A run that keeps its
+    checkpoints has another key: it keeps them from its first step."""
+    fields = {k: v for k, v in asdict(config).items()
+              if k != "stop_after" and not (k == "keep_checkpoints" and not v)}
+    return digest({"agent": method, "config": fields, "reward": [str(reward), dict(reward_kwargs)], "policy": policy,
+                   "prompts": n_prompts, "world": world})[:16]
 
 
 class RLTrainer:
@@ -74,7 +93,8 @@ class RLTrainer:
     ``accelerate.Accelerator`` (made on the first fit when None).
 
     After :meth:`fit`: ``module`` (the prepared trained module), ``optimizer``, ``scheduler``, ``env`` (this process's
-    rollout env), ``eval_env``, ``history`` (one dict per step), ``summary``, ``reward_name``, ``key``.
+    rollout env), ``eval_env``, ``history`` (one dict per step), ``summary``, ``reward_name``, ``key``, ``start``
+    (the start policy), ``output_dir``.
     """
 
     def __init__(self, method: Any, accelerator: Any = None):
@@ -89,6 +109,8 @@ class RLTrainer:
         self.summary: dict[str, Any] = {}
         self.reward_name = ""
         self.key = ""
+        self.start: Any = None
+        self.output_dir: Path | None = None
 
     # ------------------------------------------------------------------------------------------------ properties
     @property
@@ -113,7 +135,7 @@ class RLTrainer:
             self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.output_dir = out
+        self.output_dir, self.start = out, policy
         n_prompts = self._setup_envs(env, policy.tokenizer, reward, reward_kwargs)
         backend = self.env.reward_backend  # the backend the rollouts are scored with (PPO may share its trunk)
         self.reward_name = str(getattr(backend, "name", reward))
@@ -181,11 +203,13 @@ class RLTrainer:
         acc.register_for_checkpointing(self.scheduler)
 
     def _start_log(self, out: Path) -> int:
-        """Resume from ``out/checkpoint`` if there is one; open ``metrics.csv`` (rows after the checkpoint dropped)
-        and read the history back. Returns the step to start from."""
+        """Resume from ``out/checkpoint`` if there is one (kept policies of another run refused); open
+        ``metrics.csv`` (rows after the checkpoint dropped) and read the history back. Returns the step to start
+        from."""
         acc = self.accelerator
         self.csv = CSVLogger(out / "metrics.csv", ["step", *self.method.CSV_FIELDS, "seconds"])
         step = self._resume(out / "checkpoint")
+        self.kept_steps()  # never mix another run's kept policies with this one's
         if acc.is_main_process:
             self.csv.resume(step)
         acc.wait_for_everyone()
@@ -214,6 +238,8 @@ class RLTrainer:
                 bar.update(1)
                 bar.set_postfix(reward=f"{stats.get('reward_mean', float('nan')):.3f}")
                 if step % cfg.save_steps == 0 or step == cfg.total_steps:
+                    if cfg.keep_checkpoints:  # first: a kill between the two resumes before this step, re-keeping it
+                        self._keep_policy(out / KEPT_DIR, step)
                     self._checkpoint(out / "checkpoint", step)
                 if cfg.eval_steps and step % cfg.eval_steps == 0:
                     self._eval(step)
@@ -241,6 +267,61 @@ class RLTrainer:
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
         acc.wait_for_everyone()
+
+    def _keep_policy(self, folder: Path, step: int) -> None:
+        """Keep the policy of ``step`` in ``folder/step_<step>``: ``save_pretrained`` of the method's current policy
+        (a PEFT model saves its LoRA adapter only, a plain model its full weights), its tokenizer when the method
+        changed it (Quark's reward tokens), and ``meta.json`` (run key, step, lean); written to ``step_<step>.tmp``
+        and renamed, so a kill leaves no half checkpoint. Returns None."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            pol = self.method.current_policy()
+            dest = folder / f"step_{step}"
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            pol.model.save_pretrained(tmp)
+            if pol.tokenizer is not self.start.tokenizer:
+                pol.tokenizer.save_pretrained(tmp)
+            atomic_write_text(tmp / "meta.json", json.dumps({"key": self.key, "step": step, "lean": self.config.lean}))
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(tmp, dest)
+        acc.wait_for_everyone()
+
+    def kept_steps(self) -> list[int]:
+        """Returns the steps whose policy this run kept (``output_dir/checkpoints/step_<k>``), in order; a kept
+        checkpoint of another run (another key) is refused."""
+        folder = Path(self.output_dir) / KEPT_DIR
+        steps = []
+        for d in sorted(folder.glob("step_*")) if folder.is_dir() else []:
+            meta = d / "meta.json"
+            if d.name.endswith(".tmp") or not meta.is_file():
+                continue
+            state = json.loads(meta.read_text())
+            if state.get("key") != self.key:
+                raise ValueError(f"{d} belongs to another run (key {state.get('key')} != {self.key}); use a fresh "
+                                 "output_dir")
+            steps.append(int(state["step"]))
+        return sorted(steps)
+
+    def load_kept(self, step: int) -> Any:
+        """Returns the Policy kept at ``step``: the start policy with that step's LoRA adapter merged in (lean mode),
+        else the kept weights, at the start policy's dtype and device, with the kept tokenizer if there is one."""
+        steps = self.kept_steps()
+        if step not in steps:
+            raise ValueError(f"{self.method.name} kept no policy at step {step} in {Path(self.output_dir) / KEPT_DIR} "
+                             f"(kept steps: {steps})")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        d, start = Path(self.output_dir) / KEPT_DIR / f"step_{step}", self.start
+        if json.loads((d / "meta.json").read_text()).get("lean"):
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(copy.deepcopy(start.model), str(d)).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(d), dtype=start.model.dtype).to(start.device)
+        tokenizer = AutoTokenizer.from_pretrained(str(d)) if (d / "tokenizer_config.json").is_file() else start.tokenizer
+        return type(start)(model.eval(), tokenizer, name=f"{start.name}:{self.method.name}@{step}")
 
     def _resume(self, folder: Path) -> int:
         """Load the checkpoint in ``folder`` (state and the method's extra state). Returns its step (0 without one);
