@@ -10,6 +10,15 @@ Recipe (``examples/scripts/sft.sh``): AdamW, lr 2e-5, cosine schedule with 3% wa
 effective batch 128, max length 512 -- :class:`SFTConfig`'s defaults; presets shrink them. Full fine-tuning, or LoRA
 on the attention and MLP projections (peft) when ``lora_r > 0``.
 
+Loss (``SFTConfig.loss_averaging``): by default the reference's per-example mean. ``sft.sh`` runs
+``examples/supervised.py`` (a Hugging Face ``Trainer``) with ``per_device_train_batch_size 1``,
+``gradient_accumulation_steps 16`` on 8 GPUs: each forward holds ONE example, whose loss is the mean cross-entropy
+over its own target tokens; the Trainer divides it by the 16 accumulation steps and DDP averages the 8 devices, so an
+update follows the mean over the 128 examples of their per-example means: every example weighs the same, whatever
+its length. ``"example"`` computes exactly that for any micro-batch size (each example's token mean, summed, divided
+by the step's number of examples with a target). ``"token"`` is the mean over all target tokens of the optimizer
+step (a long target weighs in proportion to its length).
+
 Robustness: a checkpoint (model or adapter, optimizer, scheduler, step, RNG) every ``save_steps`` optimizer steps,
 replaced atomically; a rerun with the same ``output_dir`` resumes from it. Per-step metrics go to
 ``<output_dir>/metrics.csv``, one row per step: on resume the rows written after the checkpoint (steps about to be
@@ -57,6 +66,14 @@ class SFTConfig:
     save_steps: int = 50
     seed: int = 42  # sft.sh
     max_steps: int | None = None  # cap on optimizer steps (a tiny preset or a test)
+    loss_averaging: str = "example"
+    """How an optimizer step averages the token cross-entropy. ``"example"`` (the reference, ``sft.sh``'s
+    per-device batch of 1): the mean over the step's examples of each example's mean over its own target tokens.
+    ``"token"``: the mean over all the step's target tokens, so long targets weigh more."""
+
+    def __post_init__(self) -> None:
+        if self.loss_averaging not in ("example", "token"):
+            raise ValueError(f"loss_averaging must be 'example' or 'token', not {self.loss_averaging!r}")
 
 
 def sft_example(tokenizer: Any, prompt: str, output: str, max_length: int) -> dict[str, list[int]]:
@@ -82,6 +99,32 @@ def collate(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, 
         labels[i, :n] = torch.tensor(e["labels"])
         mask[i, :n] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor, averaging: str = "example",
+             denominator: int | None = None) -> torch.Tensor:
+    """The SFT cross-entropy of a micro-batch: ``logits`` [B, T, V] predict ``labels`` [B, T] shifted by one, positions
+    labelled ``-100`` ignored. ``averaging="token"``: the sum over all target tokens divided by ``denominator`` (by
+    default this batch's target tokens: the pooled token mean). ``averaging="example"``: each example's mean over its
+    own target tokens, summed over the examples that have any, divided by ``denominator`` (by default their number:
+    the mean of per-example means). Passing the whole optimizer step's denominator to each micro-batch makes the
+    accumulated gradient that of the step's full batch. Returns a scalar tensor."""
+    flat = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+    target = labels[:, 1:]
+    if averaging == "token":
+        total = torch.nn.functional.cross_entropy(flat, target.reshape(-1), ignore_index=IGNORE_INDEX,
+                                                  reduction="sum")
+        n = int((target != IGNORE_INDEX).sum()) if denominator is None else denominator
+        return total / max(n, 1)
+    if averaging != "example":
+        raise ValueError(f"averaging must be 'example' or 'token', not {averaging!r}")
+    per_token = torch.nn.functional.cross_entropy(flat, target.reshape(-1), ignore_index=IGNORE_INDEX,
+                                                  reduction="none").view(target.shape)
+    count = (target != IGNORE_INDEX).sum(1)
+    has = count > 0
+    per_example = per_token.sum(1)[has] / count[has]
+    n = int(has.sum()) if denominator is None else denominator
+    return per_example.sum() / max(n, 1)
 
 
 def n_targets(example: dict[str, list[int]]) -> int:
@@ -114,6 +157,8 @@ def train_sft(
     out.mkdir(parents=True, exist_ok=True)
     if not pairs:
         raise ValueError("train_sft needs at least one (prompt, output) pair")
+    if config.loss_averaging not in ("example", "token"):  # a subclass's __post_init__ may not check it
+        raise ValueError(f"loss_averaging must be 'example' or 'token', not {config.loss_averaging!r}")
     summary_path = out / "summary.json"
     key = digest({"config": asdict(config), "data": examples_key(pairs)})[:16]
     if summary_path.is_file() and (out / "model").is_dir():
@@ -148,7 +193,7 @@ def train_sft(
         for group in _step_groups(len(examples), config, steps_per_epoch, step, total):
             group = [b for b in group if any(targets[i] for i in b)]  # a micro-batch without targets adds nothing
             loss = _optimizer_step(model, params, opt, sched, [[examples[i] for i in b] for b in group],
-                                   sum(targets[i] for b in group for i in b), tok.pad_token_id, policy.device, config)
+                                   tok.pad_token_id, policy.device, config)
             step += 1
             if loss is not None:
                 losses.append(loss)
@@ -172,19 +217,20 @@ def train_sft(
 
 
 def _optimizer_step(model: Any, params: list[Any], opt: Any, sched: Any,
-                    group: Sequence[Sequence[dict[str, list[int]]]], n_tokens: int, pad_id: int, device: torch.device,
+                    group: Sequence[Sequence[dict[str, list[int]]]], pad_id: int, device: torch.device,
                     config: SFTConfig) -> float | None:
     """One optimizer step over the micro-batches of ``group`` (each a list of examples with at least one target
-    token): the token-level mean cross-entropy over all ``n_tokens`` learned tokens of the group, accumulated, clipped
-    and applied. Returns the step's loss, or ``None`` for an empty group (no update; the schedule still advances)."""
+    token): the loss of :func:`sft_loss` over the whole group (``config.loss_averaging``), accumulated micro-batch by
+    micro-batch, clipped and applied. Returns the step's loss, or ``None`` for an empty group (no update; the schedule
+    still advances)."""
+    counts = [n_targets(e) for examples in group for e in examples]
+    # the denominator of the whole accumulated group: its target tokens, or its examples that have a target
+    denominator = sum(counts) if config.loss_averaging == "token" else sum(1 for c in counts if c)
     loss_sum = 0.0
     for examples in group:
         batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        # token-level mean over the whole accumulated group: every learned token weighs the same
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
-            ignore_index=IGNORE_INDEX, reduction="sum") / n_tokens
+        loss = sft_loss(logits, batch["labels"], config.loss_averaging, denominator)
         loss.backward()
         loss_sum += float(loss.detach())
     if not group:  # no target token in the whole step: no update, but the schedule keeps pace with the step counter

@@ -24,10 +24,10 @@ from ..utils import stable_hash
 
 Tensor = torch.Tensor
 
-__all__ = ["cat_rollouts", "collect_rollouts", "encode_queries", "env_episode", "env_rows", "eos_ids",
-           "is_alpaca_farm_env",
-           "epoch_order", "pad_responses", "position_ids", "positions_for_step", "query_fits", "response_logits",
-           "sample_responses", "seeded", "sequence_inputs", "token_logprobs"]
+__all__ = ["cat_rollouts", "collect_rollouts", "decode_responses", "encode_queries", "env_episode", "env_rows",
+           "eos_ids", "is_alpaca_farm_env", "epoch_order", "pad_responses", "position_ids", "positions_for_step",
+           "query_fits", "response_logits", "retokenize_pairs", "sample_responses", "seeded", "sequence_inputs",
+           "token_logprobs"]
 
 
 def encode_queries(tokenizer: Any, prompts: Sequence[str], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -123,8 +123,51 @@ def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[str], *, resp
                               top_p=1.0, top_k=0, max_new_tokens=response_len, pad_token_id=pad,
                               eos_token_id=list(eos_ids) or None)
     responses, rmask = pad_responses(seqs[:, queries.shape[1]:], eos_ids, pad, response_len)
-    texts = [t.replace("\x00", "") for t in tokenizer.batch_decode(responses, skip_special_tokens=True)]
+    texts = decode_responses(tokenizer, responses)
     return {"queries": queries, "query_mask": qmask, "responses": responses, "response_mask": rmask, "texts": texts}
+
+
+def decode_responses(tokenizer: Any, responses: Tensor) -> list[str]:
+    """Returns the texts of padded response tokens as the reward scores them: special tokens (EOS, pads, reward
+    tokens) skipped, NUL characters removed (the reference decodes with ``skip_special_tokens=True``)."""
+    return [t.replace("\x00", "") for t in tokenizer.batch_decode(responses, skip_special_tokens=True)]
+
+
+def retokenize_pairs(tokenizer: Any, queries: Sequence[str], responses: Sequence[str], query_len: int,
+                     response_len: int) -> tuple[dict[str, Tensor], list[int]]:
+    """Tokenise (query text, response text) pairs from their text, as the reference's Quark pool does
+    (``data_preprocessor.QueryResponseDataset``): the query is ``tokenizer(query)``, the response is what
+    ``tokenizer(query + response)`` holds after the query's tokens, so no EOS (nor any special token the decoded text
+    dropped) is ever a response token. Pairs whose query is longer than ``query_len`` tokens are dropped, as the
+    reference drops them. A response longer than ``response_len`` tokens is cut to it, where the reference drops the
+    pair: re-tokenisation lengthens a response only where the decoded text differs from the sampled bytes (invalid
+    UTF-8 decoded as U+FFFD, three bytes again), rare for a trained model, the rule for a random byte-level test
+    model, whose pool would otherwise empty. Queries are left-padded as :func:`encode_queries` pads them; responses
+    are right-padded to ``response_len`` (the reference left-pads them, which makes the first response token predicted
+    from a pad position; here it is predicted from the last query token, as it was sampled).
+
+    Returns ``(tensors, kept)``: ``queries``, ``query_mask``, ``responses``, ``response_mask`` (True on response
+    tokens) of the kept pairs, and the kept pairs' indices into the inputs."""
+    pad = tokenizer.pad_token_id
+    kept, qs, rs = [], [], []
+    for i, (q, r) in enumerate(zip(queries, responses)):
+        q_ids = tokenizer(q).input_ids
+        r_ids = tokenizer(q + r).input_ids[len(q_ids):][:response_len]
+        if len(q_ids) <= query_len:
+            kept.append(i)
+            qs.append(q_ids)
+            rs.append(r_ids)
+    width = max([len(x) for x in qs], default=0)
+    out = {"queries": torch.full((len(qs), width), pad, dtype=torch.long),
+           "query_mask": torch.zeros((len(qs), width), dtype=torch.long),
+           "responses": torch.full((len(rs), response_len), pad, dtype=torch.long),
+           "response_mask": torch.zeros((len(rs), response_len), dtype=torch.bool)}
+    for j, (q_ids, r_ids) in enumerate(zip(qs, rs)):
+        out["queries"][j, width - len(q_ids):] = torch.tensor(q_ids, dtype=torch.long)
+        out["query_mask"][j, width - len(q_ids):] = 1
+        out["responses"][j, : len(r_ids)] = torch.tensor(r_ids, dtype=torch.long)
+        out["response_mask"][j, : len(r_ids)] = True
+    return out, kept
 
 
 def left_pad_to(x: Tensor, width: int, value: int) -> Tensor:
