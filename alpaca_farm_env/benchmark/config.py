@@ -50,6 +50,9 @@ class BenchmarkConfig:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     reference: str = "alpacafarm"  # Davinci003 reference set: "alpacafarm" (paper, A) or "alpacaeval1" (B)
     n_eval: int | None = None  # eval instructions (stratified by `dataset`); None = all 805
+    # val instructions each kept checkpoint answers when a method selects its checkpoint by `select: val`
+    # (benchmark/selection.py; never the eval split); None = all 2000
+    n_select: int | None = 64
     subset_seed: int = 0
     annotator: str = "pooled"  # the evaluator
     annotator_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -117,6 +120,10 @@ class BenchmarkConfig:
             _check_type(self.n_eval, int, "n_eval", source)
             if self.n_eval < 1:
                 raise bad("n_eval", f"must be >= 1 (or null for all 805), got {self.n_eval}")
+        if self.n_select is not None:
+            _check_type(self.n_select, int, "n_select", source)
+            if self.n_select < 1:
+                raise bad("n_select", f"must be >= 1 (or null for the whole val split), got {self.n_select}")
         for key in ("subset_seed", "annotator_seed"):
             _check_type(getattr(self, key), int, key, source)
         _check_type(self.annotator, str, "annotator", source)
@@ -140,9 +147,10 @@ STAGE_NAMES = ("sft", "preferences", "reward_model")
 
 
 def _check_method(method: str, kw: dict[str, Any], source: str) -> None:
-    """One method's entry: the agent resolvable and taking a ``policy``, every other key a keyword argument of the
-    agent (its type, and its config dataclass's fields, checked by :mod:`~alpaca_farm_env.validation`), and the
-    reward it names resolvable with keyword arguments it accepts."""
+    """One method's entry: the agent resolvable and taking a ``policy``, every other key but ``select`` (the
+    benchmark's, :mod:`.selection`) a keyword argument of the agent (its type, and its config dataclass's fields,
+    checked by :mod:`~alpaca_farm_env.validation`), and the reward it names resolvable with keyword arguments it
+    accepts."""
     from ..agents import AGENTS
     from ..rewards import REWARDS
     from ..validation import accepted_parameters, check_call
@@ -157,8 +165,11 @@ def _check_method(method: str, kw: dict[str, Any], source: str) -> None:
         raise ConfigError(f"{source}: {where}: agent {agent!r} takes no 'policy' argument; the benchmark builds every "
                           f"agent as {agent}(policy=..., **settings)")
     _check_generation({k: v for k, v in kw.items() if k in _field_names(GenerationConfig)}, source, where + ".")
-    check_call(factory, {k: v for k, v in kw.items() if k != "agent"}, source, prefix=where + ".",
+    check_call(factory, {k: v for k, v in kw.items() if k not in ("agent", "select")}, source, prefix=where + ".",
                what=f"agent {agent!r}")
+    from .selection import check_select
+
+    check_select(method, kw, factory, source)  # the benchmark's own key: which checkpoint is evaluated
     reward = kw.get("reward")
     if reward is not None:
         if isinstance(reward, str):

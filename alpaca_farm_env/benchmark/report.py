@@ -68,6 +68,11 @@ def markdown_table(results: dict[str, Any]) -> str:
     stages = results.get("stage_seconds") or {}
     if stages:  # the time each stage's build took, when it was built; a method's fit includes the stages it built
         caption += "\n\nshared stages (s to build): " + ", ".join(f"{k} {_secs(v)}" for k, v in stages.items())
+    from .selection import selection_caption
+
+    chosen = selection_caption(results)  # the kept checkpoint each RL method was evaluated at
+    if chosen:
+        caption += "\n\n" + chosen
     return "\n".join(lines) + "\n\n" + caption
 
 

@@ -14,15 +14,17 @@ from .config import BenchmarkConfig
 
 def default_run_dir(cfg: BenchmarkConfig, evaluator_identity: str = "") -> Path:
     """``<runs_root>/<name>-<digest of what determines the results>``: the same settings resume the same run, and a
-    changed evaluator (its identity: configuration, artifacts, training data) starts a new one."""
+    changed evaluator (its identity: configuration, artifacts, training data) starts a new one. ``n_select`` is left
+    out: it keys the outputs of the methods that select by it, as a method's settings do."""
     key = cfg.to_dict()
     key.pop("runs_root", None)
+    key.pop("n_select", None)
     key["evaluator_identity"] = evaluator_identity
     return Path(cfg.runs_root) / f"{cfg.name}-{digest(key)[:10]}"
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in ("methods", "runs_root")}
+    return {k: v for k, v in config.items() if k not in ("methods", "runs_root", "n_select")}
 
 
 def check_run_dir_owner(run_dir: Path, cfg: BenchmarkConfig, force: bool) -> None:

@@ -9,7 +9,10 @@ Run directory (default ``<runs_root>/<preset>-<config digest>``, so re-running t
     <method>/model_outputs.json      outputs in the alpaca_eval layout (instruction, output, generator, dataset)
     <method>/annotations.json        evaluator annotations vs Davinci003 (alpaca_eval layout; also the cache)
     <method>/annotations_vs_<m>.json evaluator annotations vs method <m>'s outputs (tiny: vs sft)
-    <method>/record-<key>.json       the method's reward label and fit / generation seconds, as first measured
+    <method>/record-<key>.json       the method's reward label and fit / generation seconds, as first measured, and
+                                     which kept checkpoint was evaluated (``selection.py``)
+    <method>/fit-<key>/              its training dir (checkpoints/step_<k>: the kept policies; selection/: val points)
+    <method>/selection.png           the val win-rate by kept step, when the method selects by val
     results.json, results.md, results.png   a function of the run: a cached rerun writes the same (but `created`)
     last_run.json                    what the last invocation did: outputs generated, caches read, seconds
 
@@ -32,6 +35,7 @@ from .evaluation import AnnotationCache, LazyAnnotator, annotate_pairs, to_alpac
 from .pipeline import Pipeline, make_env
 from .rundir import append_generations, check_run_dir_owner, default_run_dir, read_generations, read_record
 from .scoring import REFERENCE_NAME, EvalScorer, EvalSplit, win_rate_hook
+from .selection import check_n_select, output_key, select_checkpoint, select_of, with_kept_checkpoints
 
 
 @dataclass
@@ -47,6 +51,7 @@ class MethodResult:
     seconds: dict[str, float] = field(default_factory=dict)  # as recorded when produced (a rerun reads them back)
     paired: dict[str, Any] | None = None  # paired difference vs the compare_to method (report.paired_entry)
     preferences: list[Any] = field(default_factory=list)  # per eval row, vs Davinci003 (not in results.json)
+    checkpoint: dict[str, Any] | None = None  # the kept checkpoint evaluated (selection.py); None: no checkpoints
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "preferences"}
@@ -59,10 +64,10 @@ def _agent_kwargs(cfg: BenchmarkConfig, pipeline: Pipeline, method: str, factory
     """An agent's constructor keywords: the preset's generation settings the agent declares (``GENERATION_KEYS``),
     then the method's own settings, then -- for the agent a shared stage is built with -- that stage's config."""
     kwargs = cfg.generation.for_agent(factory)
-    kwargs.update({k: v for k, v in cfg.methods.get(method, {}).items() if k != "agent"})
+    kwargs.update({k: v for k, v in cfg.methods.get(method, {}).items() if k not in ("agent", "select")})
     for k, v in pipeline.stage_config(factory).items():
         kwargs.setdefault(k, v)
-    return kwargs
+    return with_kept_checkpoints(kwargs, select_of(cfg.methods.get(method, {}), factory))  # select: val / step:<k>
 
 
 def method_label(method: str, settings: dict[str, Any], given_policy: bool = False) -> str:
@@ -116,6 +121,7 @@ def run_benchmark(
     leaderboard.load_leaderboard(run_dir.parent)  # a corrupt leaderboard fails now, not after all the generation
     check_run_dir_owner(run_dir, cfg, force)
     eval_rows = eval_instructions(cfg, data_dir)  # n_eval beyond the eval set fails here
+    check_n_select(cfg, factories, data_dir)  # and n_select beyond the val split
     run_dir.mkdir(parents=True, exist_ok=True)
     # one run at a time per run dir: a second one would append the same generations to the same caches
     with file_lock(run_dir / "run", timeout=0, busy=f"{run_dir}: another benchmark is running in this run dir; wait "
@@ -227,7 +233,8 @@ def _run_method(run: _Run, method: str, outputs: dict[str, list[str]], this_run:
     mdir = run.run_dir / method
     mdir.mkdir(exist_ok=True)
     factory = run.factories[method]
-    kwargs, settings, stage_keys, gen_key = _method_key(cfg, run.pipeline, method, factory)
+    kwargs, settings, stage_keys, fit_key = _method_key(cfg, run.pipeline, method, factory)
+    gen_key = output_key(fit_key, select_of(cfg.methods[method], factory), cfg.n_select)  # + the checkpoint choice
     done = read_generations(mdir / "generations.jsonl")
     keys = [digest([gen_key, r["instruction"], r["input"]])[:32] for r in rows]
     n_cached = sum(k in done for k in keys)
@@ -235,7 +242,7 @@ def _run_method(run: _Run, method: str, outputs: dict[str, list[str]], this_run:
     record = read_record(record_path)
     agent = None
     if n_cached < len(rows) or record is None:
-        agent, record = _fit_agent(run, method, kwargs, settings, mdir / f"fit-{gen_key}", record)
+        agent, record = _fit_agent(run, method, kwargs, settings, mdir / f"fit-{fit_key}", record)
         atomic_write_text(record_path, json.dumps(record))
     if record["reward"] is not None:
         settings["reward"] = record["reward"]
@@ -261,15 +268,16 @@ def _run_method(run: _Run, method: str, outputs: dict[str, list[str]], this_run:
         reward=settings.get("reward"), metrics=metrics,
         vs_baseline=None, outputs_path=str(outputs_path), annotations_path=str(mdir / "annotations.json"),
         settings={**settings, "stages": stage_keys}, seconds=dict(record["seconds"]),
-        preferences=[a["preference"] for a in ann],
+        preferences=[a["preference"] for a in ann], checkpoint=record.get("checkpoint"),
     )
 
 
 def _fit_agent(run: _Run, method: str, kwargs: dict[str, Any], settings: dict[str, Any], fit_dir: Path,
                record: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
     """Build ``method``'s agent, give it the evaluator and the win-rate eval hook (:func:`~..agents.base.attach`),
-    fit it on the envs and stages it declares; returns the agent and its record (the reward its ``describe()``
-    names, and the fit seconds), which a rerun that builds no agent reads back."""
+    fit it on the envs and stages it declares, and make it answer with the checkpoint its ``select`` chooses
+    (:func:`~.selection.select_checkpoint`); returns the agent and its record (the reward its ``describe()`` names,
+    the fit and selection seconds, the checkpoint chosen), which a rerun that builds no agent reads back."""
     from ..agents import AGENTS
     from ..agents.base import attach
 
@@ -289,9 +297,14 @@ def _fit_agent(run: _Run, method: str, kwargs: dict[str, Any], settings: dict[st
     stages, _ = run.pipeline.stages_for(factory, method, fit_dir, given=cfg.methods[method])
     if not run.pipeline.is_given(factory):  # a given stage (stages.sft: null) answers with the given policy as is
         agent.fit(envs, **stages)
+    seconds = {"fit": round(time.time() - t0, 1)}
+    t0 = time.time()
+    checkpoint = select_checkpoint(run, method, agent, fit_dir)  # before any eval row is answered
+    if checkpoint is not None:
+        seconds["select"] = round(time.time() - t0, 1)
     reward = agent.describe().get("reward") or (str(settings["reward"]) if "reward" in settings else None)
     spent = record["seconds"].get("generate_and_annotate", 0.0) if record else 0.0  # before a resume
-    return agent, {"reward": reward, "seconds": {"fit": round(time.time() - t0, 1), "generate_and_annotate": spent}}
+    return agent, {"reward": reward, "seconds": {**seconds, "generate_and_annotate": spent}, "checkpoint": checkpoint}
 
 
 def _compare_to(run: _Run, base: str, results: list[MethodResult], outputs: dict[str, list[str]]) -> None:
@@ -362,6 +375,7 @@ def describe_plan(cfg: BenchmarkConfig, run_dir: str | os.PathLike | None = None
         lines.append(f"stage       {name:<26} {'reuse' if built else 'build'}  {folder.name}  {fields or '(defaults)'}")
     for method, factory in factories.items():
         _, settings, _, gen_key = _method_key(cfg, pipeline, method, factory)
+        gen_key = output_key(gen_key, select_of(cfg.methods[method], factory), cfg.n_select)
         cached = read_generations(run_dir / method / "generations.jsonl")
         n = sum(digest([gen_key, r["instruction"], r["input"]])[:32] in cached for r in rows)
         given = {k: v for k, v in cfg.methods[method].items()}

@@ -25,12 +25,14 @@ REFERENCE_NAME = "Davinci003"
 
 @dataclass(frozen=True)
 class EvalSplit:
-    """The benchmark's eval split and evaluator: ``reference`` (the Davinci003 reference set), ``data_dir``, and
-    ``evaluator`` (the keyword arguments of the eval env's ``annotator`` reward)."""
+    """The benchmark's eval split and evaluator: ``reference`` (the Davinci003 reference set), ``data_dir``,
+    ``evaluator`` (the keyword arguments of the eval env's ``annotator`` reward), and ``split``: ``"eval"``, or
+    ``"val"`` for the checkpoint selection (``selection.py``: the val split's outputs are the references)."""
 
     reference: str
     data_dir: Any
     evaluator: dict[str, Any] = field(default_factory=dict)
+    split: str = "eval"
 
     @classmethod
     def from_config(cls, cfg: BenchmarkConfig, evaluator_kwargs: dict[str, Any], data_dir: Any) -> "EvalSplit":
@@ -47,14 +49,15 @@ class EvalSplit:
 
 
 class EvalEnv:
-    """``gym.make_vec("AlpacaFarm-v0", split="eval")`` over fixed eval rows, one sub-env per row, so one ``step`` is
-    one batched reward call over all of them. The reward is the evaluator unless another is given (a proxy)."""
+    """``gym.make_vec("AlpacaFarm-v0", split="eval")`` (or the split's ``split``) over fixed rows, one sub-env per row,
+    so one ``step`` is one batched reward call over all of them. The reward is the evaluator unless another is given
+    (a proxy)."""
 
     def __init__(self, split: EvalSplit, rows: Sequence[dict[str, Any]], reward: Any = None,
                  reward_kwargs: dict[str, Any] | None = None):
         self.rows = list(rows)
         self.is_evaluator = reward is None
-        spec = {"id": "AlpacaFarm-v0", "split": "eval", "reference": split.reference, "shuffle": False,
+        spec = {"id": "AlpacaFarm-v0", "split": split.split, "reference": split.reference, "shuffle": False,
                 "seed_mode": "instruction" if reward is None else "episode",  # the evaluator: alpaca_eval's draws
                 "indices": [r["row_index"] for r in self.rows],
                 "reward": "annotator" if reward is None else reward,
