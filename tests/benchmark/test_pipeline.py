@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _preset(tmp_path: Path, temperature: float = 0.7) -> Path:
     cfg = load_preset("paper").to_dict()  # the paper preset's code path, with a tiny model and a local annotator
-    cfg.update(name="pipe", policy="tiny-llama", annotator="longer", n_eval=4, compare_to=None)
+    cfg.update(name="pipe", policy="tiny-llama", annotator="longer", n_eval=4, n_select=4, compare_to=None)
     cfg["generation"].update(max_new_tokens=6, batch_size=4, temperature=temperature)
     # max_length holds the ~200-token Alpaca prompt of the byte tokenizer and some output: shorter, every target is
     # cut off and SFT, FeedME, reward conditioning and expert iteration train nothing
