@@ -320,7 +320,8 @@ class RLTrainer:
             model = PeftModel.from_pretrained(copy.deepcopy(start.model), str(d)).merge_and_unload()
         else:
             model = AutoModelForCausalLM.from_pretrained(str(d), dtype=start.model.dtype).to(start.device)
-        tokenizer = AutoTokenizer.from_pretrained(str(d)) if (d / "tokenizer_config.json").is_file() else start.tokenizer
+        kept_tokenizer = (d / "tokenizer_config.json").is_file()  # the method changed the tokenizer (reward tokens)
+        tokenizer = AutoTokenizer.from_pretrained(str(d)) if kept_tokenizer else start.tokenizer
         return type(start)(model.eval(), tokenizer, name=f"{start.name}:{self.method.name}@{step}")
 
     def _resume(self, folder: Path) -> int:

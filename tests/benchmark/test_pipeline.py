@@ -39,10 +39,10 @@ def _preset(tmp_path: Path, temperature: float = 0.7) -> Path:
         "binary_reward_conditioning": {"config": small_sft},
         "dpo": {"config": {"max_steps": 2, "max_length": 512, "per_device_batch_size": 2,
                            "gradient_accumulation_steps": 1, "learning_rate": 1e-3}},
-        # the kept step-2 (the last) policies: under `longer` every val checkpoint of the tiny policy ties at 0 and
-        # `select: val` would evaluate step 1 (tests/benchmark/test_checkpoint_selection.py tests val)
-        "ppo": {"config": {**RL, "noptepochs": 1, "eval_steps": 2}, "select": "step:2"},
-        "quark": {"config": RL, "select": "step:2"},
+        # evaluated at the kept checkpoint with the best val win-rate (select: val, the default); under `longer` every
+        # checkpoint of the tiny policy ties at 0 on val, so step 1 is evaluated
+        "ppo": {"config": {**RL, "noptepochs": 1, "eval_steps": 2}},
+        "quark": {"config": RL},
     }
     cfg["stages"] = {
         "sft": small_sft,
@@ -85,6 +85,10 @@ def test_all_methods_through_the_env_with_shared_cached_stages(tmp_path, capsys)
         (fit,) = (run_dir / rl).glob("fit-*")
         rows = (fit / "metrics.csv").read_text().splitlines()
         assert len(rows) == 1 + 2 and rows[0].startswith("step,reward_mean")
+        ck = by[rl]["checkpoint"]  # both kept steps judged on val; all tie at 0, the earliest is evaluated
+        assert ck["selected_by"] == "val" and [p["win_rate"] for p in ck["curve"]] == [0.0, 0.0]
+        assert ck["selected_step"] == 1
+        assert sorted(p.name for p in (fit / "checkpoints").iterdir()) == ["step_1", "step_2"]
     ppo_summary = json.loads(next((run_dir / "ppo").glob("fit-*/summary.json")).read_text())
     # every eval_steps: the evaluator's win-rate on a few eval instructions, logged beside the training metrics
     eval_rows = (next((run_dir / "ppo").glob("fit-*")) / "eval.csv").read_text().splitlines()
