@@ -284,7 +284,8 @@ def curve_chart(curve: Sequence[Mapping[str, Any]], selected: int, path: str | P
 
 def selection_caption(results: Mapping[str, Any]) -> str:
     """The line under the results table that says which checkpoint each method was evaluated at ("" when no method
-    keeps checkpoints), e.g. ``ppo: step 20 of 20-390 (val win-rate 41.2 ± 1.1, pooled, 2000 val instructions)``."""
+    keeps checkpoints), e.g. ``ppo: step 20 of [20, 40, ..., 390] by val win-rate (41.2 ± 1.1; pooled, 2000 val
+    instructions)`` or ``quark: step 390 (select: last)``."""
     parts = []
     for m in results.get("methods", []):
         ck = m.get("checkpoint")
@@ -299,5 +300,6 @@ def selection_caption(results: Mapping[str, Any]) -> str:
             parts.append(f"{m['method']}: step {ck['selected_step']} of {_steps_text(steps)} by val win-rate "
                          f"({wr}; {ck.get('evaluator')}, {ck.get('n_select')} val instructions)")
         else:
-            parts.append(f"{m['method']}: step {ck['selected_step']} ({ck['selected_by']})")
+            given = "last" if ck["selected_by"] == "last" else f"step:{ck['selected_step']}"
+            parts.append(f"{m['method']}: step {ck['selected_step']} (select: {given})")
     return ("evaluated checkpoints: " + "; ".join(parts)) if parts else ""

@@ -147,7 +147,7 @@ def test_ppo_is_evaluated_at_its_best_val_checkpoint_and_the_eval_split_takes_no
     assert (fit_dir / "metrics.csv").stat().st_mtime_ns == stamp  # not trained again
     outputs2 = [r["output"] for r in json.loads(Path(step2["methods"][0]["outputs_path"]).read_text())]
     assert outputs2 == _answers(_kept_policy(fit_dir, 2), evals)
-    assert "ppo: step 2 (step)" in (run_dir / "results.md").read_text()
+    assert "ppo: step 2 (select: step:2)" in (run_dir / "results.md").read_text()
 
 
 @pytest.mark.slow
@@ -167,7 +167,7 @@ def test_select_last_evaluates_the_final_policy_and_keeps_no_checkpoints(tmp_pat
     final = from_pretrained(fit_dir / "model")  # the trained policy, as saved at the end
     outputs = [r["output"] for r in json.loads(Path(res["methods"][0]["outputs_path"]).read_text())]
     assert outputs == _answers(final, evals)
-    assert "ppo: step 4 (last)" in (run_dir / "results.md").read_text()
+    assert "ppo: step 4 (select: last)" in (run_dir / "results.md").read_text()
 
 
 @pytest.mark.parametrize("select, message", [
