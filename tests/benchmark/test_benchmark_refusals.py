@@ -223,6 +223,7 @@ def test_a_bug_in_the_package_still_exits_1_with_its_traceback(tmp_path, capsys,
 
 
 # ------------------------------------------------------------------------------------------ run dirs and reruns
+@pytest.mark.slow
 def test_a_run_dir_belongs_to_one_preset(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "shared"
     first = _cfg(base={})

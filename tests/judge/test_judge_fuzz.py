@@ -69,6 +69,7 @@ def test_fuzz_is_the_same_in_another_process(rows, data_dir):
     assert json.loads(out) == [s["response"] for s in build_fuzz(rows)]
 
 
+@pytest.mark.slow
 def test_no_fuzz_response_is_a_training_negative(rows, data_dir):
     """The fuzzer's junk is not among the synthetic negatives the judge's heads were trained on."""
     from alpaca_farm_env.judge.config import JudgeConfig

@@ -244,6 +244,7 @@ def _labels(env, n, seed):
     return np.asarray(out)
 
 
+@pytest.mark.slow
 def test_noise_is_drawn_per_episode_from_the_env_seed():
     """400 visits of one training prompt with one response: the noisy pool's label differs from the noise-free one
     about 25% of the time (p_label_flip = 0.25: half the labels are a fair coin), both labels occur, and the

@@ -143,6 +143,7 @@ def test_lio_result_keys_ranges_and_longer_baseline(small, lio):
     assert sum(v["n"] for v in lio["per_model"].values()) == len(rows)
 
 
+@pytest.mark.slow
 def test_cli_lio_json(small, data_dir, capsys):
     from alpaca_farm_env.cli import main
 
