@@ -17,6 +17,7 @@ draws are keyed on the instruction, as alpaca_eval annotates a dataset once (doc
 """
 from __future__ import annotations
 
+import abc
 import copy
 import os
 import warnings
@@ -95,7 +96,7 @@ def backend_name(backend: Any) -> str:
     return str(getattr(backend, "name", type(backend).__name__))
 
 
-class AlpacaFarmEnvBase(Generic[ObsT, ActT]):
+class AlpacaFarmEnvBase(abc.ABC, Generic[ObsT, ActT]):
     """The base of every AlpacaFarm env (see the module docstring). Subclasses call ``super().__init__(config)``,
     then :meth:`_use_reward` or :meth:`_use_annotator`, implement :meth:`_begin` and ``step``; vector envs set
     ``num_envs`` before ``reset`` and ``batched = True``."""
@@ -195,9 +196,9 @@ class AlpacaFarmEnvBase(Generic[ObsT, ActT]):
             raise ValueError(f"options['index'] needs {self.num_envs} positions in [0, {n})")
         return idx
 
+    @abc.abstractmethod
     def _begin(self, positions: list[int]) -> tuple[ObsT, dict[str, Any]]:
         """Start episodes on the rows at ``positions``: return the observation and the info of ``reset``."""
-        raise NotImplementedError
 
     @property
     def current_row(self) -> dict[str, Any] | None:
