@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import AgentError, ConfigError
+from ..errors import ConfigError
 from ..utils import atomic_write_text, digest, file_lock, json_safe
 from .config import BenchmarkConfig, eval_subset
 from .evaluation import AnnotationCache, LazyAnnotator, annotate_pairs, to_alpaca_eval_layout
 from .pipeline import Pipeline, make_env
 from .rundir import append_generations, check_run_dir_owner, default_run_dir, read_generations, read_record
-from .scoring import REFERENCE_NAME, EvalScorer, EvalSplit, win_rate_hook
+from .scoring import REFERENCE_NAME, EvalScorer, EvalSplit, check_responses, win_rate_hook
 from .selection import check_n_select, output_key, select_checkpoint, select_of, with_kept_checkpoints
 
 
@@ -438,18 +438,3 @@ def _generate_and_judge(run: _Run, agent: Any, method: str, keys: list[str], don
     if not todo:
         cache.write([a for a in ann if a is not None])
     return [a for a in ann if a is not None], [done[k] for k in keys], n_generated, n_ann_cached
-
-
-def check_responses(texts: Any, method: str, rows: list[dict[str, Any]]) -> list[str]:
-    """What the env's ``step`` demands of an action, checked before anything is cached or scored: a list (or tuple)
-    of strings, one per observation. Raises :class:`AgentError` naming the agent and the first bad row."""
-    if not isinstance(texts, (list, tuple)):
-        raise AgentError(f"agent {method!r}: respond() returned {type(texts).__name__}, not a list of "
-                         f"{len(rows)} strings")
-    if len(texts) != len(rows):
-        raise AgentError(f"agent {method!r}: respond() returned {len(texts)} responses for {len(rows)} observations")
-    for t, r in zip(texts, rows):
-        if not isinstance(t, str):
-            raise AgentError(f"agent {method!r}: respond() returned {t!r} ({type(t).__name__}), not a string, for "
-                             f"eval row {r.get('row_index')} ({r['instruction'][:60]!r})")
-    return list(texts)

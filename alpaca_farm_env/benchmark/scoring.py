@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..errors import TrainingOnTestSetWarning
+from ..errors import AgentError, TrainingOnTestSetWarning
 from .config import BenchmarkConfig
 from .pipeline import make_env
 
@@ -164,3 +164,19 @@ def win_rate_hook(scorer: EvalScorer):
         return {"eval_win_rate": wr["win_rate"], "eval_win_rate_se": wr["standard_error"], "eval_n": wr["n_total"]}
 
     return hook
+
+
+def check_responses(texts: Any, method: str, rows: list[dict[str, Any]], split: str = "eval") -> list[str]:
+    """What the env's ``step`` demands of an action, checked before anything is cached or scored: a list (or tuple)
+    of strings, one per observation (of ``split``'s rows). Raises :class:`AgentError` naming the agent and the first
+    bad row."""
+    if not isinstance(texts, (list, tuple)):
+        raise AgentError(f"agent {method!r}: respond() returned {type(texts).__name__}, not a list of "
+                         f"{len(rows)} strings")
+    if len(texts) != len(rows):
+        raise AgentError(f"agent {method!r}: respond() returned {len(texts)} responses for {len(rows)} observations")
+    for t, r in zip(texts, rows):
+        if not isinstance(t, str):
+            raise AgentError(f"agent {method!r}: respond() returned {t!r} ({type(t).__name__}), not a string, for "
+                             f"{split} row {r.get('row_index')} ({r['instruction'][:60]!r})")
+    return list(texts)

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import AgentError, ConfigError
+from ..errors import ConfigError
 from ..utils import atomic_write_text, digest
 from .config import eval_subset
 from .pipeline import make_env
-from .scoring import EvalSplit
+from .scoring import EvalSplit, check_responses
 
 __all__ = ["NOISE_FREE", "Select", "check_n_select", "check_select", "keeps_checkpoints", "noise_free",
            "output_key", "parse_select", "select_checkpoint", "select_of", "selection_caption", "val_rows",
@@ -227,11 +227,7 @@ def _val_point(split: EvalSplit, rows: list[dict[str, Any]], agent: Any, method:
         agent.policy = agent.checkpoint_policy(step)
         responses = []
         for i in range(0, len(rows), bs):
-            batch = agent.respond(observations[i: i + bs])
-            if not isinstance(batch, (list, tuple)) or len(batch) != len(observations[i: i + bs]) or not all(
-                    isinstance(t, str) for t in batch):
-                raise AgentError(f"agent {method!r}: respond() did not return one string per val observation")
-            responses += list(batch)
+            responses += check_responses(agent.respond(observations[i: i + bs]), method, rows[i: i + bs], "val")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(answers_path, json.dumps(responses, ensure_ascii=False))
     annotations = env.judge(responses)
