@@ -34,8 +34,9 @@ from .config import BenchmarkConfig, eval_subset
 from .evaluation import AnnotationCache, LazyAnnotator, annotate_pairs, to_alpaca_eval_layout
 from .pipeline import Pipeline, make_env
 from .rundir import append_generations, check_run_dir_owner, default_run_dir, read_generations, read_record
-from .scoring import REFERENCE_NAME, EvalScorer, EvalSplit, check_responses, win_rate_hook
-from .selection import check_n_select, output_key, select_checkpoint, select_of, with_kept_checkpoints
+from .scoring import REFERENCE_NAME, EvalSplit, check_responses
+from .selection import (check_n_select, output_key, select_checkpoint, select_of, training_hook,
+                        with_kept_checkpoints)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class MethodResult:
         return {k: v for k, v in self.__dict__.items() if k != "preferences"}
 
 
-RL_EVAL_ROWS = 16  # eval instructions an RL agent's periodic win-rate uses (a trend in its eval.csv, not the result)
+RL_EVAL_ROWS = 16  # val instructions an RL agent's periodic win-rate uses (a trend in its eval.csv, not the result)
 
 
 def _agent_kwargs(cfg: BenchmarkConfig, pipeline: Pipeline, method: str, factory: Any) -> dict[str, Any]:
@@ -289,8 +290,8 @@ def _fit_agent(run: _Run, method: str, kwargs: dict[str, Any], settings: dict[st
 
         start = load_policy(cfg.policy, **cfg.policy_kwargs)
     agent = AGENTS.make(cfg.methods[method].get("agent", method), policy=start, **kwargs)
-    # step-wise trainers log a win-rate on a few eval instructions every eval step (their eval.csv)
-    attach(agent, evaluator=cfg.annotator, eval_hook=win_rate_hook(EvalScorer(run.split, run.rows[:RL_EVAL_ROWS])))
+    # step-wise trainers log a win-rate on a few val instructions every eval step (their eval.csv)
+    attach(agent, evaluator=cfg.annotator, eval_hook=training_hook(run, RL_EVAL_ROWS))
     t0 = time.time()
     envs = {name: make_env(spec, run.data_dir) for name, spec in getattr(factory, "ENVS", {}).items()}
     # the method's own training dir is keyed like its outputs: another config or stage never reuses it

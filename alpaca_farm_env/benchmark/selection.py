@@ -31,11 +31,11 @@ from ..errors import ConfigError
 from ..utils import atomic_write_text, digest
 from .config import eval_subset
 from .pipeline import make_env
-from .scoring import EvalSplit, check_responses
+from .scoring import EvalScorer, EvalSplit, check_responses, win_rate_hook
 
 __all__ = ["NOISE_FREE", "Select", "check_n_select", "check_select", "keeps_checkpoints", "noise_free",
            "output_key", "parse_select", "select_checkpoint", "select_of", "selection_caption", "val_rows",
-           "with_kept_checkpoints"]
+           "training_hook", "val_split", "with_kept_checkpoints"]
 
 NOISE_FREE = {"noisy_pooled": "pooled", "alpaca_farm_pool_noisy": "alpaca_farm_pool"}
 """Each noisy annotator's noise-free twin (the same judges without ``p_label_flip``)."""
@@ -154,6 +154,28 @@ def check_n_select(cfg: Any, factories: Mapping[str, Any], data_dir: Any) -> Non
         val_rows(cfg, data_dir)
 
 
+def val_split(run: Any) -> tuple[str, EvalSplit]:
+    """The ``val`` split judged by the noise-free twin of the benchmark's evaluator: returns ``(name, split)``."""
+    name, kwargs = noise_free(run.cfg.annotator, run.evaluator_kwargs)
+    return name, EvalSplit(run.cfg.reference, run.data_dir,
+                           {"annotator": name, **kwargs, "seed": run.cfg.annotator_seed}, split="val")
+
+
+def training_hook(run: Any, n_rows: int) -> Any:
+    """The ``eval_hook`` a step-wise trainer calls every eval step (its ``eval.csv``): the first ``n_rows`` val
+    instructions of the selection, judged as the selection judges them. A trend to watch while training; the test
+    set is not read."""
+    hook: list[Any] = []  # built at the first call: an agent without eval steps never loads the split
+
+    def call(agent: Any) -> dict[str, Any]:
+        if not hook:
+            rows = val_rows(run.cfg, run.data_dir)[:n_rows]
+            hook.append(win_rate_hook(EvalScorer(val_split(run)[1], rows)))
+        return hook[0](agent)
+
+    return call
+
+
 # ---------------------------------------------------------------------------------------------------- selecting
 def select_checkpoint(run: Any, method: str, agent: Any, fit_dir: Path) -> dict[str, Any] | None:
     """After ``agent``'s fit: choose the policy of ``method`` to evaluate by its ``select`` setting and make the agent
@@ -179,9 +201,7 @@ def select_checkpoint(run: Any, method: str, agent: Any, fit_dir: Path) -> dict[
     if not kept:
         raise RuntimeError(f"{method} kept no checkpoints in {fit_dir} to select from")
     rows = val_rows(run.cfg, run.data_dir)
-    name, kwargs = noise_free(run.cfg.annotator, run.evaluator_kwargs)
-    split = EvalSplit(run.cfg.reference, run.data_dir, {"annotator": name, **kwargs, "seed": run.cfg.annotator_seed},
-                      split="val")
+    name, split = val_split(run)
     bs = max(1, int(run.cfg.generation.batch_size))
     key = digest({"evaluator": split.evaluator, "identity": run.evaluator_id, "batch_size": bs,
                   "rows": [[r["row_index"], r["instruction"], r["input"]] for r in rows],

@@ -207,10 +207,24 @@ def test_a_minimal_user_agent_gets_the_protocol_members_and_its_declared_generat
     res = json.loads((run_dir / "results.json").read_text())
     by = {m["method"]: m for m in res["methods"]}
     assert by["mine"]["reward"] is None and "max_new_tokens" not in by["mine"]["settings"]
-    # one evaluation path: the training-time hook judges the same rows the same way as the reported win-rate
-    hooked = mine.eval_hook(mine)
     assert 0 < by["mine"]["metrics"]["win_rate"] < 100  # "longer": some answers win, some lose
-    assert hooked["eval_n"] == N_EVAL and hooked["eval_win_rate"] == by["mine"]["metrics"]["win_rate"]
+    # the training-time hook judges val instructions (never the test set), as the checkpoint selection judges them
+    seen = []
+    respond = mine.respond
+    mine.respond = lambda obs: seen.extend(obs) or respond(obs)
+    hooked = mine.eval_hook(mine)
+    from alpaca_farm_env.benchmark.runner import RL_EVAL_ROWS
+    from alpaca_farm_env.benchmark.scoring import EvalScorer, EvalSplit
+
+    env = gym.make("AlpacaFarm-v0", split="val", reward="length", shuffle=False)
+    val_rows = {r["instruction"] + r["input"]: r for r in env.unwrapped.rows}
+    env.close()
+    rows = [val_rows[o["instruction"] + o["input"]] for o in seen]  # KeyError: an instruction not of val
+    eval_outputs = [json.loads(line) for line in (run_dir / "mine" / "generations.jsonl").read_text().splitlines()]
+    assert eval_outputs and not {o["instruction"] for o in seen} & {g["instruction"] for g in eval_outputs}
+    val = EvalSplit("alpacafarm", None, {"annotator": "longer", "seed": 0}, split="val")
+    expected = EvalScorer(val, rows).win_rate(respond(seen))
+    assert hooked["eval_win_rate"] == expected["win_rate"]
 
 
 def test_a_bug_in_the_package_still_exits_1_with_its_traceback(tmp_path, capsys, monkeypatch):

@@ -248,7 +248,7 @@ def test_every_field_has_a_row(cls):
 PAPER_ROWS = [  # (source, dotted key of configs/paper.yaml, reference value)
     ("Table 2 (805 instructions; data: alpaca_farm_evaluation)", "n_eval", None),
     ("alpaca_farm issue #60: Table 2's PPO checkpoint was chosen with p_sim^eval on the evaluation set; here on the "
-     "whole val split instead (stricter: the test set never takes part)", "n_select", None),
+     "as many val instructions instead (stricter: the test set never takes part)", "n_select", 805),
     ("Table 2 reference outputs: Davinci003 (set A)", "reference", "alpacafarm"),
     (PAPER + " p_sim^eval: the 13-annotator pool, no noise", "annotator", "alpaca_farm_pool"),
     (PAPER + " Sec. 4.1: evaluation at temperature 0.7", "generation.temperature", 0.7),
