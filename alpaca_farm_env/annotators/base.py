@@ -167,6 +167,9 @@ def check_annotator(spec: Any, kwargs: dict[str, Any], where: str = "annotator_k
     target = ANNOTATORS.resolve(spec)
     if isinstance(spec, str):
         check_call(target, kwargs, f"annotator {spec!r}", prefix=f"{where}.", what=f"annotator {spec!r}")
+    requirements = getattr(target, "check_requirements", None) if isinstance(target, type) else None
+    if requirements is not None:
+        requirements(**kwargs)  # a package it reads is missing: fail now, naming the pip command, not at the first step
 
 
 def preference_score(a: Annotation) -> float:

@@ -56,8 +56,8 @@ def alpaca_eval_configs_dir() -> Path:
             return d
     raise ConfigError(
         "the built-in AlpacaFarm annotator configs are read from the alpaca_eval package's files, which is not "
-        "installed. Install it (its files suffice): `pip install --no-deps alpaca_eval` (or the project's "
-        "`[openai]` extra), or pass the path of an alpaca_eval-format configs.yaml"
+        "installed (a dependency of alpaca-farm-env): pip install alpaca-eval==0.6.6; or pass the path of an "
+        "alpaca_eval-format configs.yaml"
     )
 
 

