@@ -24,6 +24,7 @@ import torch
 
 from ..envs.reward_info import format_prompt, reward_judges_like
 from ..preference import parse_preference
+from ..tracking import untracked
 from ..utils import atomic_write_text
 from .sft import BaseAgent
 
@@ -114,7 +115,7 @@ def check_output_dir(output_dir: str | Path, identity: Mapping[str, Any]) -> Non
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "fit.json"
-    record = json.loads(json.dumps(dict(identity), sort_keys=True, default=str))
+    record = json.loads(json.dumps(untracked(dict(identity)), sort_keys=True, default=str))  # tracking: not a key
     if path.is_file():
         before = json.loads(path.read_text())
         if before != record:

@@ -18,7 +18,9 @@ here (no evaluation during training). Longer sequences are cut to ``max_length``
 
 Robustness: Trainer checkpoints every ``save_steps`` steps under ``<output_dir>/trainer`` (a rerun resumes from the
 last one); the result goes to ``<output_dir>/model`` with ``summary.json`` and ``metrics.csv``, and a rerun on a
-finished ``output_dir`` loads it instead of training again.
+finished ``output_dir`` loads it instead of training again. ``report_to`` (``"tensorboard"``, ``"wandb"``) is TRL's:
+its TensorBoard events go to ``<output_dir>/runs/dpo`` (:mod:`~alpaca_farm_env.tracking`), named as TRL logs them
+(``train/loss``, ``train/rewards/margins``, ...).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
+from ..tracking import check_report_to, trl_tracking
 from ..utils import atomic_write_text, digest
 from .base import register_agent
 from .common import PreferenceLearner, check_output_dir, policy_fingerprint, preference_pairs
@@ -61,6 +64,10 @@ class DPOTrainingConfig:
     max_steps: int | None = None  # cap on optimizer steps (a tiny preset or a test)
     bf16: bool | None = None  # None: bf16 on a GPU that supports it (the reference's precision), float32 on CPU
     gradient_checkpointing: bool = False  # TRL turns it on by default; it only trades speed for memory
+    report_to: str = "none"  # TRL's report_to: "none" (metrics.csv only), "tensorboard" or "wandb"
+
+    def __post_init__(self) -> None:
+        check_report_to(self.report_to)
 
 
 def dpo_rows(preferences: Any) -> list[dict[str, str]]:
@@ -84,23 +91,24 @@ def train_dpo(policy: Any, rows: Sequence[Mapping[str, str]], config: DPOTrainin
     out.mkdir(parents=True, exist_ok=True)
     reference = copy.deepcopy(policy.model).eval()  # pi_ref: the starting policy, frozen
     reference.requires_grad_(False)
-    args = _dpo_arguments(config, out / "trainer", policy.device, progress)
-    bars = datasets_logging.is_progress_bar_enabled()
-    if not progress:
-        datasets_logging.disable_progress_bar()  # TRL's tokenization passes
-    try:
-        trainer = DPOTrainer(model=policy.model, ref_model=reference, args=args,
-                             train_dataset=Dataset.from_list(list(rows)), processing_class=policy.tokenizer)
-    finally:
-        if bars:
-            datasets_logging.enable_progress_bar()
-    if len(trainer.train_dataset) == 0:
-        raise ValueError(f"none of the {len(rows)} preference pairs fits max_length={config.max_length} tokens "
-                         "(TRL drops a pair whose prompt alone fills it); raise max_length")
-    if not progress:
-        trainer.remove_callback(PrinterCallback)  # without a progress bar the Trainer prints every log line
     last = get_last_checkpoint(str(out / "trainer")) if (out / "trainer").is_dir() else None
-    trainer.train(resume_from_checkpoint=last)  # None: from the start
+    with trl_tracking(config.report_to, out, "dpo", resume_from=last) as report_to:
+        args = _dpo_arguments(config, out / "trainer", policy.device, progress, report_to)
+        bars = datasets_logging.is_progress_bar_enabled()
+        if not progress:
+            datasets_logging.disable_progress_bar()  # TRL's tokenization passes
+        try:
+            trainer = DPOTrainer(model=policy.model, ref_model=reference, args=args,
+                                 train_dataset=Dataset.from_list(list(rows)), processing_class=policy.tokenizer)
+        finally:
+            if bars:
+                datasets_logging.enable_progress_bar()
+        if len(trainer.train_dataset) == 0:
+            raise ValueError(f"none of the {len(rows)} preference pairs fits max_length={config.max_length} tokens "
+                             "(TRL drops a pair whose prompt alone fills it); raise max_length")
+        if not progress:
+            trainer.remove_callback(PrinterCallback)  # without a progress bar the Trainer prints every log line
+        trainer.train(resume_from_checkpoint=last)  # None: from the start
     steps = [h for h in trainer.state.log_history if "loss" in h]  # one entry per optimizer step (logging_steps=1)
     policy.model = trainer.model.eval()
     policy.tokenizer.padding_side = "left"  # generation pads on the left (Policy's convention)
@@ -108,9 +116,10 @@ def train_dpo(policy: Any, rows: Sequence[Mapping[str, str]], config: DPOTrainin
     return _save_dpo_run(policy, steps, len(rows), config, out)
 
 
-def _dpo_arguments(config: DPOTrainingConfig, trainer_dir: Path, device: torch.device, progress: bool) -> Any:
+def _dpo_arguments(config: DPOTrainingConfig, trainer_dir: Path, device: torch.device, progress: bool,
+                   report_to: Any = "none") -> Any:
     """TRL's ``DPOConfig`` for ``config``: checkpoints in ``trainer_dir``, a log entry per optimizer step, bf16 on a
-    GPU that supports it when ``config.bf16`` is ``None``."""
+    GPU that supports it when ``config.bf16`` is ``None``, the trackers ``report_to``."""
     from trl import DPOConfig
 
     bf16 = config.bf16
@@ -136,7 +145,8 @@ def _dpo_arguments(config: DPOTrainingConfig, trainer_dir: Path, device: torch.d
         save_steps=config.save_steps,
         save_total_limit=1,
         logging_steps=1,
-        report_to="none",
+        report_to=report_to,
+        run_name="dpo",
         disable_tqdm=not progress,
         dataloader_num_workers=0,
         dataloader_pin_memory=device.type == "cuda",

@@ -22,7 +22,8 @@ step (a long target weighs in proportion to its length).
 Robustness: a checkpoint (model or adapter, optimizer, scheduler, step, RNG) every ``save_steps`` optimizer steps,
 replaced atomically; a rerun with the same ``output_dir`` resumes from it. Per-step metrics go to
 ``<output_dir>/metrics.csv``, one row per step: on resume the rows written after the checkpoint (steps about to be
-redone) are dropped first. A progress bar shows the loss.
+redone) are dropped first. With ``report_to`` (``"tensorboard"`` or ``"wandb"``) the same rows also go to that tracker
+(:mod:`~alpaca_farm_env.tracking`; TensorBoard in ``<output_dir>/runs/sft``). A progress bar shows the loss.
 
 Examples with no target token (the prompt alone fills ``max_length``, so truncation leaves only ``-100`` labels) teach
 nothing: a micro-batch made only of them is not run, and an optimizer step whose micro-batches all lack targets is
@@ -43,6 +44,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from ..tracking import check_report_to, tracked, untracked
 from ..utils import atomic_write_text, digest, stable_hash
 
 IGNORE_INDEX = -100
@@ -70,10 +72,12 @@ class SFTConfig:
     """How an optimizer step averages the token cross-entropy. ``"example"`` (the reference, ``sft.sh``'s
     per-device batch of 1): the mean over the step's examples of each example's mean over its own target tokens.
     ``"token"``: the mean over all the step's target tokens, so long targets weigh more."""
+    report_to: str = "none"  # TrainingArguments' name: also log metrics.csv's rows to "tensorboard" or "wandb"
 
     def __post_init__(self) -> None:
         if self.loss_averaging not in ("example", "token"):
             raise ValueError(f"loss_averaging must be 'example' or 'token', not {self.loss_averaging!r}")
+        check_report_to(self.report_to)
 
 
 def sft_example(tokenizer: Any, prompt: str, output: str, max_length: int) -> dict[str, list[int]]:
@@ -157,10 +161,9 @@ def train_sft(
     out.mkdir(parents=True, exist_ok=True)
     if not pairs:
         raise ValueError("train_sft needs at least one (prompt, output) pair")
-    if config.loss_averaging not in ("example", "token"):  # a subclass's __post_init__ may not check it
-        raise ValueError(f"loss_averaging must be 'example' or 'token', not {config.loss_averaging!r}")
+    _check_config(config)
     summary_path = out / "summary.json"
-    key = digest({"config": asdict(config), "data": examples_key(pairs)})[:16]
+    key = digest({"config": untracked(asdict(config)), "data": examples_key(pairs)})[:16]  # tracking is not a key
     if summary_path.is_file() and (out / "model").is_dir():
         summary = json.loads(summary_path.read_text())
         if summary.get("key") != key:  # another config or other data: never reuse a model trained for them
@@ -190,19 +193,22 @@ def train_sft(
     model.train()
     bar = tqdm(total=total, initial=step, desc="sft", unit="step", disable=not progress)
     try:
-        for group in _step_groups(len(examples), config, steps_per_epoch, step, total):
-            group = [b for b in group if any(targets[i] for i in b)]  # a micro-batch without targets adds nothing
-            loss = _optimizer_step(model, params, opt, sched, [[examples[i] for i in b] for b in group],
-                                   tok.pad_token_id, policy.device, config)
-            step += 1
-            if loss is not None:
-                losses.append(loss)
-                log.log({"step": step, "epoch": f"{step / steps_per_epoch:.4f}", "loss": repr(loss),
-                         "learning_rate": f"{sched.get_last_lr()[0]:.3e}"})
-                bar.set_postfix(loss=f"{loss:.3f}")
-            bar.update(1)
-            if step % config.save_steps == 0 or step == total:
-                _save_checkpoint(ckpt, model, opt, sched, step)
+        with tracked(config.report_to, out, "sft", config=asdict(config), step=step) as track:
+            for group in _step_groups(len(examples), config, steps_per_epoch, step, total):
+                group = [b for b in group if any(targets[i] for i in b)]  # a micro-batch without targets adds nothing
+                loss = _optimizer_step(model, params, opt, sched, [[examples[i] for i in b] for b in group],
+                                       tok.pad_token_id, policy.device, config)
+                step += 1
+                if loss is not None:
+                    losses.append(loss)
+                    row = {"epoch": step / steps_per_epoch, "loss": loss, "learning_rate": sched.get_last_lr()[0]}
+                    log.log({"step": step, "epoch": f"{row['epoch']:.4f}", "loss": repr(loss),
+                             "learning_rate": f"{row['learning_rate']:.3e}"})
+                    track(row, step)
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                bar.update(1)
+                if step % config.save_steps == 0 or step == total:
+                    _save_checkpoint(ckpt, model, opt, sched, step)
     finally:
         bar.close()
     model.eval()
@@ -214,6 +220,14 @@ def train_sft(
     atomic_write_text(summary_path, json.dumps(summary, indent=1))
     shutil.rmtree(ckpt, ignore_errors=True)
     return summary
+
+
+def _check_config(config: SFTConfig) -> None:
+    """Raise ``ValueError`` for a bad ``loss_averaging`` or ``report_to`` (a subclass's ``__post_init__`` may not check
+    them) and ``ImportError`` for a tracker whose package is missing, before any work. Returns None."""
+    if config.loss_averaging not in ("example", "token"):
+        raise ValueError(f"loss_averaging must be 'example' or 'token', not {config.loss_averaging!r}")
+    check_report_to(config.report_to, installed=True)
 
 
 def _optimizer_step(model: Any, params: list[Any], opt: Any, sched: Any,

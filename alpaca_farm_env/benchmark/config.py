@@ -65,6 +65,9 @@ class BenchmarkConfig:
     # fields); empty = the paper's defaults
     stages: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     runs_root: str = "runs"
+    # also log every training stage and method to "tensorboard" or "wandb" (each one's own report_to wins; no cache
+    # or run-dir key depends on it); "none": the CSV files only
+    report_to: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -140,6 +143,7 @@ class BenchmarkConfig:
             raise bad("methods", "no methods to run")
         for method, kw in self.methods.items():
             _check_method(method, kw, source)
+        _check_tracking(self.to_dict(), source)
         return self
 
 
@@ -178,6 +182,23 @@ def _check_method(method: str, kw: dict[str, Any], source: str) -> None:
             _check_type(kw["reward_kwargs"], dict, where + ".reward_kwargs", source)
             check_call(REWARDS.resolve(reward), kw["reward_kwargs"], source, prefix=where + ".reward_kwargs.",
                        what=f"reward {reward!r}")
+
+
+def _check_tracking(data: Any, source: str, key: str = "") -> None:
+    """Every ``report_to`` of the preset (top level, stages, methods' configs, at any depth) names a known tracker
+    whose package is installed (:func:`~..tracking.check_report_to`): a run never fails on it after hours of
+    training. Raises a one-line :class:`ConfigError`; returns None."""
+    from ..tracking import check_report_to
+
+    for k, v in data.items() if isinstance(data, dict) else ():
+        where = f"{key}.{k}" if key else str(k)
+        if k == "report_to":
+            try:
+                check_report_to(v, installed=True)
+            except (ValueError, ImportError) as e:
+                raise ConfigError(f"{source}: {where}: {str(e).removeprefix('report_to: ')}") from None
+        else:
+            _check_tracking(v, source, where)
 
 
 def _check_stages(stages: dict[str, Any], source: str) -> None:

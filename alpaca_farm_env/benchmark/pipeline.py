@@ -15,6 +15,9 @@ Each stage lives in ``<run_dir>/stages/<stage>-<key>/`` and records its wall tim
 resumes from its checkpoint or JSONL file. Stages are built only when a method asks for them (``Agent.STAGES``).
 A method that runs the agent a stage is built with (``SFTAgent`` for ``sft``) *is* that stage
 (:meth:`Pipeline.stage_of`).
+
+Tracking: the preset's top-level ``report_to`` is the default of every stage's and method's own ``report_to``
+(:meth:`Pipeline.stage_fields`, :meth:`Pipeline.tracked_kwargs`); no key digests it (:func:`~..tracking.untracked`).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
+from ..tracking import untracked
 from ..utils import atomic_write_text, digest
 from .config import BenchmarkConfig
 
@@ -76,7 +80,7 @@ class Pipeline:
             env = make_env(SFTAgent.ENVS["sft"], self.data_dir)
             demos = env.unwrapped.demonstrations
             self._keys["sft"] = digest({"policy": self.cfg.policy, "policy_kwargs": self.cfg.policy_kwargs,
-                                        "sft": self.cfg.stages.get("sft", {}),
+                                        "sft": untracked(self.cfg.stages.get("sft", {})),
                                         "demonstrations": digest([[d["prompt"], d["output"]] for d in demos])})[:12]
         return self._keys["sft"]
 
@@ -96,7 +100,7 @@ class Pipeline:
         if not self._built("sft"):
             with self._timed("sft", folder):
                 agent = SFTAgent(load_policy(self.cfg.policy, **self.cfg.policy_kwargs),
-                                 sft=self.cfg.stages.get("sft", {}), progress=self.progress)
+                                 sft=self.stage_fields("sft"), progress=self.progress)
                 self.log(f"stage sft: fine-tuning {self.cfg.policy!r} on the sft split -> {folder}")
                 agent.fit({"sft": make_env(SFTAgent.ENVS["sft"], self.data_dir)}, output_dir=str(folder))
         else:
@@ -117,7 +121,40 @@ class Pipeline:
         """The keyword arguments a stage's own agent takes from the preset's ``stages`` (``{"sft": stages.sft}`` for
         the sft stage's agent; ``{}`` for every other method)."""
         stage = self.stage_of(agent_cls)
-        return {stage: dict(self.cfg.stages.get(stage, {}))} if stage and not self.is_given(agent_cls) else {}
+        return {stage: self.stage_fields(stage)} if stage and not self.is_given(agent_cls) else {}
+
+    def stage_fields(self, stage: str) -> dict[str, Any]:
+        """The preset's fields of a training stage (``sft``, ``reward_model``), with the top-level ``report_to``
+        where the stage sets none."""
+        fields = dict(self.cfg.stages.get(stage) or {})
+        if self.cfg.report_to != "none":
+            fields.setdefault("report_to", self.cfg.report_to)
+        return fields
+
+    def tracked_kwargs(self, agent_cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Returns a method's constructor keywords with the top-level ``report_to`` in its ``config`` mapping (and in
+        the mappings of the config's nested configs that take one, e.g. expert iteration's ``sft``) where the method
+        sets none; ``kwargs`` as they are when it is ``"none"`` or the config is given as an instance."""
+        import dataclasses
+        import typing
+
+        from ..validation import config_class_for
+
+        cls = config_class_for(agent_cls, "config")
+        if self.cfg.report_to == "none" or cls is None or dataclasses.is_dataclass(kwargs.get("config")):
+            return kwargs
+
+        def fill(cls: type, fields: dict[str, Any]) -> dict[str, Any]:
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                nested = hints.get(f.name)
+                if f.name == "report_to":
+                    fields.setdefault("report_to", self.cfg.report_to)
+                elif dataclasses.is_dataclass(nested) and not dataclasses.is_dataclass(fields.get(f.name)):
+                    fields[f.name] = fill(nested, dict(fields.get(f.name) or {}))
+            return fields
+
+        return {**kwargs, "config": fill(cls, dict(kwargs.get("config") or {}))}
 
     def wanted(self, agent_cls: Any, given: dict[str, Any]) -> tuple[str, ...]:
         """The stages a method takes: its ``STAGES``, less ``reward`` when the preset names its reward (e.g. best-of-n
@@ -201,7 +238,7 @@ class Pipeline:
     def reward_model_key(self) -> str:
         if "reward_model" not in self._keys:
             self._keys["reward_model"] = digest({"preferences": self.preferences_key(),
-                                                 "reward_model": self.cfg.stages.get("reward_model", {})})[:12]
+                                                 "reward_model": untracked(self.cfg.stages.get("reward_model", {}))})[:12]
         return self._keys["reward_model"]
 
     def reward_model(self) -> tuple[dict[str, Any], str]:
@@ -211,7 +248,7 @@ class Pipeline:
 
         key = self.reward_model_key()
         folder = self.run_dir / "stages" / f"reward_model-{key}"
-        fields = dict(self.cfg.stages.get("reward_model", {}))
+        fields = self.stage_fields("reward_model")
         backbone = fields.pop("backbone", "sft")
         if (folder / "model" / "summary.json").is_file():
             self._reused("reward_model", folder)

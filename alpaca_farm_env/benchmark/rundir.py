@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, IO
 
 from ..errors import ConfigError
+from ..tracking import untracked
 from ..utils import digest
 from .config import BenchmarkConfig
 
@@ -16,7 +17,7 @@ def default_run_dir(cfg: BenchmarkConfig, evaluator_identity: str = "") -> Path:
     """``<runs_root>/<name>-<digest of what determines the results>``: the same settings resume the same run, and a
     changed evaluator (its identity: configuration, artifacts, training data) starts a new one. ``n_select`` is left
     out: it keys the outputs of the methods that select by it, as a method's settings do."""
-    key = cfg.to_dict()
+    key = untracked(cfg.to_dict())  # tracking (report_to, anywhere) changes no result
     key.pop("runs_root", None)
     key.pop("n_select", None)
     key["evaluator_identity"] = evaluator_identity
@@ -34,10 +35,10 @@ def check_run_dir_owner(run_dir: Path, cfg: BenchmarkConfig, force: bool) -> Non
     if force or not path.is_file():
         return
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = untracked(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return  # an unreadable record is replaced
-    new = cfg.to_dict()
+    new = untracked(cfg.to_dict())  # another report_to is the same run
     differs = sorted(k for k in set(_comparable(old)) | set(_comparable(new)) if old.get(k) != new.get(k))
     shared = set(old.get("methods") or {}) & set(new["methods"])
     differs += [f"methods.{m}" for m in sorted(shared) if old["methods"][m] != new["methods"][m]]

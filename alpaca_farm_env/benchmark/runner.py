@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from ..tracking import untracked
 from ..utils import atomic_write_text, digest, file_lock, json_safe
 from .config import BenchmarkConfig, eval_subset
 from .evaluation import AnnotationCache, LazyAnnotator, annotate_pairs, to_alpaca_eval_layout
@@ -68,6 +69,7 @@ def _agent_kwargs(cfg: BenchmarkConfig, pipeline: Pipeline, method: str, factory
     kwargs.update({k: v for k, v in cfg.methods.get(method, {}).items() if k not in ("agent", "select")})
     for k, v in pipeline.stage_config(factory).items():
         kwargs.setdefault(k, v)
+    kwargs = pipeline.tracked_kwargs(factory, kwargs)  # the preset's report_to, where the method sets none
     return with_kept_checkpoints(kwargs, select_of(cfg.methods.get(method, {}), factory))  # select: val / step:<k>
 
 
@@ -341,7 +343,7 @@ def _method_key(cfg: BenchmarkConfig, pipeline: Pipeline, method: str, factory: 
                 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str], str]:
     """(agent kwargs, settings, stage keys, generation key) of a method: the key of its cached outputs and record."""
     kwargs = _agent_kwargs(cfg, pipeline, method, factory)
-    settings = {"policy": cfg.policy, **kwargs}
+    settings = untracked({"policy": cfg.policy, **kwargs})  # report_to keys nothing and is no result setting
     stage_keys = _stage_keys(pipeline, factory, cfg.methods[method])
     gen_key = digest({"method": method, "agent": cfg.methods[method].get("agent", method), **settings,
                       "stages": stage_keys})[:16]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
+from ..tracking import untracked
 from ..utils import atomic_write_text, digest
 from .config import eval_subset
 from .pipeline import make_env
@@ -205,7 +206,7 @@ def select_checkpoint(run: Any, method: str, agent: Any, fit_dir: Path) -> dict[
     bs = max(1, int(run.cfg.generation.batch_size))
     key = digest({"evaluator": split.evaluator, "identity": run.evaluator_id, "batch_size": bs,
                   "rows": [[r["row_index"], r["instruction"], r["input"]] for r in rows],
-                  "agent": agent.describe()})[:16]
+                  "agent": untracked(agent.describe())})[:16]
     curve = [_val_point(split, rows, agent, method, step, bs, Path(fit_dir) / "selection" / f"step_{step}-{key}.json")
              for step in _progress(kept, method, run.progress)]
     best = max(curve, key=lambda p: (_score(p["win_rate"]), -p["step"]))  # ties: the earliest step

@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
+from ..tracking import LOG_DIR, check_report_to, trl_tracking
 from .base import SCORES_TEXT, SHARES_TRUNK, BaseReward, register_reward
 
 if TYPE_CHECKING:
@@ -207,7 +208,6 @@ class RewardModelTrainingConfig:
 
     RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {"n_eval": (0, None)}  # 0: no held-out pairs
 
-
     model_max_length: int = 512
     num_train_epochs: float = 1.0
     per_device_train_batch_size: int = 2
@@ -224,6 +224,7 @@ class RewardModelTrainingConfig:
     # (TRL's RewardConfig defaults to bf16 everywhere: on CPU slow autocast, and it fixes the process-wide
     # Accelerate state to bf16 for every later trainer, PPO included)
     eval_batch_size: int = 16
+    report_to: str = "none"  # TRL's: "tensorboard" or "wandb" also log the training (<output_dir>/runs/reward_model)
 
 
 def _preference_rows(pairs: Any, tokenizer: Any, max_length: int) -> list[dict[str, list[int]]]:
@@ -368,6 +369,7 @@ def train_reward_model(
     :func:`reward_model_summary` reads the summary.
     """
     cfg = RewardModelTrainingConfig(**{**asdict(config or RewardModelTrainingConfig()), **overrides})
+    check_report_to(cfg.report_to, installed=True)  # before any work
     output_dir = Path(output_dir)
     records = list(pairs.to_dict("records") if hasattr(pairs, "to_dict") else pairs)
     source, identity = _resolve_backbone(backbone)
@@ -402,7 +404,7 @@ def _training_key(records: list[dict[str, Any]], identity: str, cfg: RewardModel
     if not data:
         raise ValueError("no usable preference rows (need preference 1 or 2, and two different outputs)")
     return digest({"data": data, "backbone": identity, "config": {
-        k: v for k, v in asdict(cfg).items() if k not in ("logging_steps", "save_steps", "eval_batch_size")}})[:16]
+        k: v for k, v in asdict(cfg).items() if k not in ("logging_steps", "save_steps", "eval_batch_size", "report_to")}})[:16]
 
 
 def _trained_before(output_dir: Path, key: str) -> bool:
@@ -431,43 +433,45 @@ def _fit(model: Any, tokenizer: Any, train_rows: list[dict[str, Any]], trainer_d
     from transformers.trainer_utils import get_last_checkpoint
     from trl import RewardConfig, RewardTrainer
 
-    args = RewardConfig(
-        output_dir=str(trainer_dir),
-        max_length=None,  # already truncated (TRL would drop long pairs instead)
-        num_train_epochs=cfg.num_train_epochs,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=1,
-        report_to=[],
-        use_cpu=not torch.cuda.is_available(),
-        bf16=use_bf16(cfg.bf16),
-        disable_dropout=True,
-        disable_tqdm=not progress,
-    )
-    losses: list[float] = []
-
-    class _Losses(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                losses.append(float(logs["loss"]))
-
-    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
-                            processing_class=tokenizer, callbacks=[_Losses(), *callbacks])
-    if not progress:
-        from transformers import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)  # without a progress bar the Trainer prints every log line to stdout
-    started = time.perf_counter()
     last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
-    result = trainer.train(resume_from_checkpoint=last)
+    with trl_tracking(cfg.report_to, trainer_dir.parent, "reward_model", resume_from=last) as report_to:  # in .work
+        args = RewardConfig(
+            output_dir=str(trainer_dir),
+            max_length=None,  # already truncated (TRL would drop long pairs instead)
+            num_train_epochs=cfg.num_train_epochs,
+            per_device_train_batch_size=cfg.per_device_train_batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+            warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+            lr_scheduler_type=cfg.lr_scheduler_type,
+            seed=cfg.seed,
+            logging_steps=cfg.logging_steps,
+            save_strategy="steps",
+            save_steps=cfg.save_steps,
+            save_total_limit=1,
+            report_to=report_to,
+            run_name="reward_model",
+            use_cpu=not torch.cuda.is_available(),
+            bf16=use_bf16(cfg.bf16),
+            disable_dropout=True,
+            disable_tqdm=not progress,
+        )
+        losses: list[float] = []
+
+        class _Losses(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kw):
+                if logs and "loss" in logs:
+                    losses.append(float(logs["loss"]))
+
+        trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
+                                processing_class=tokenizer, callbacks=[_Losses(), *callbacks])
+        if not progress:
+            from transformers import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)  # without a progress bar the Trainer prints every log line
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=last)
     return trainer, {"train_loss": float(result.training_loss), "first_logged_loss": losses[0] if losses else None,
                      "last_logged_loss": losses[-1] if losses else None,
                      "train_seconds": round(time.perf_counter() - started, 2),
@@ -482,6 +486,8 @@ def _publish(model: Any, tokenizer: Any, summary: dict[str, Any], work: Path, ou
     shutil.rmtree(final, ignore_errors=True)
     model.save_pretrained(final)
     tokenizer.save_pretrained(final)
+    if (work / LOG_DIR).is_dir():  # the trackers' logs go with the model (<output_dir>/runs)
+        os.replace(work / LOG_DIR, final / LOG_DIR)
     atomic_write_text(final / "summary.json", json.dumps(summary, indent=1))
     if output_dir.exists():
         shutil.rmtree(output_dir)

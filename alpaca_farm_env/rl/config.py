@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..tracking import check_report_to
+
 __all__ = ["RLConfig"]
 
 
@@ -89,6 +91,10 @@ class RLConfig:
     """Prompts of the env held out from training for the periodic eval (the last ones). *Ours*."""
     seed: int = 42
     """Seed of the models' initialisation, of the prompt order, of sampling and of the minibatch order. *Ours*."""
+    report_to: str = "none"
+    """Where the rows of ``metrics.csv`` and ``eval.csv`` are also logged, through Accelerate's trackers: ``"none"``
+    (the CSV files only), ``"tensorboard"`` (``output_dir/runs/<method>``) or ``"wandb"``
+    (:mod:`~alpaca_farm_env.tracking`). ``TrainingArguments``' name; not part of the run key. *Ours*."""
 
     # ------------------------------------------------------------------------------------------------ lean mode
     lean: bool = False
@@ -104,3 +110,6 @@ class RLConfig:
     stop_after: int | None = None
     """Stop after this many steps, checkpointed and unfinished (``None``: run to ``total_steps``). For tests of
     resume; not part of the run key. *Ours*."""
+
+    def __post_init__(self) -> None:
+        check_report_to(self.report_to)

@@ -9,8 +9,10 @@ An RL method (:class:`~alpaca_farm_env.rl.method.RLMethod`) says what one step d
    linear schedule over its trainable parameters and prepares both with Accelerate (DDP / FSDP / DeepSpeed by
    ``accelerate launch``);
 3. per step: ``method.step(k)`` (rollouts, losses, updates: the algorithm), the schedule stepped once, a row in
-   ``metrics.csv``, a checkpoint every ``save_steps`` (atomic: ``checkpoint.tmp`` renamed), a periodic eval every
-   ``eval_steps`` (mean reward on the held-out prompts, sample responses, and the agent's ``eval_hook``);
+   ``metrics.csv`` (and, with ``report_to``, in TensorBoard or Weights & Biases through Accelerate's trackers:
+   :func:`~alpaca_farm_env.tracking.tracked`), a checkpoint every ``save_steps`` (atomic: ``checkpoint.tmp``
+   renamed), a periodic eval every ``eval_steps`` (mean reward on the held-out prompts, sample responses, and the
+   agent's ``eval_hook``);
 4. at the end: the trained policy saved to ``output_dir/model`` and ``summary.json``. A rerun resumes from the last
    checkpoint; a finished ``output_dir`` is loaded, not retrained; one from another run (config, reward, policy,
    number of prompts or processes: the run key) is refused.
@@ -44,6 +46,7 @@ import torch
 
 from ..csvlog import CSVLogger
 from ..envs.vector_env import AlpacaFarmVectorEnv
+from ..tracking import tracked
 from ..utils import atomic_write_text, digest, stable_hash
 from .rollout import collect_rollouts, env_episode, env_rows, epoch_order, positions_for_step, query_fits
 
@@ -76,12 +79,13 @@ def saved_steps(config: Any) -> list[int]:
 def run_key(method: str, config: Any, reward: Any, reward_kwargs: Mapping[str, Any], policy: str, n_prompts: int,
             world: int) -> str:
     """Returns the 16-hex-digit key of what a run's results depend on: the method, every config field but
-    ``stop_after`` (which only says where one call stops) and ``keep_checkpoints`` when it is off (so that run dirs
-    written before the field existed keep their key), the reward, the start policy's name, the number of prompts and
-    of processes. The digest sorts keys, so the order of the config's fields does not enter it. A run that keeps its
-    checkpoints has another key: it keeps them from its first step."""
+    ``stop_after`` (which only says where one call stops), ``report_to`` (where metrics are also logged) and
+    ``keep_checkpoints`` when it is off (so that run dirs written before the field existed keep their key), the
+    reward, the start policy's name, the number of prompts and of processes. The digest sorts keys, so the order of
+    the config's fields does not enter it. A run that keeps its checkpoints has another key: it keeps them from its
+    first step."""
     fields = {k: v for k, v in asdict(config).items()
-              if k != "stop_after" and not (k == "keep_checkpoints" and not v)}
+              if k not in ("stop_after", "report_to") and not (k == "keep_checkpoints" and not v)}
     return digest({"agent": method, "config": fields, "reward": [str(reward), dict(reward_kwargs)], "policy": policy,
                    "prompts": n_prompts, "world": world})[:16]
 
@@ -111,6 +115,7 @@ class RLTrainer:
         self.key = ""
         self.start: Any = None
         self.output_dir: Path | None = None
+        self.track: Callable[[Mapping[str, Any], int], None] = lambda values, step: None  # tracking.tracked's, in fit
 
     # ------------------------------------------------------------------------------------------------ properties
     @property
@@ -146,7 +151,10 @@ class RLTrainer:
             return finished
         torch.manual_seed(cfg.seed)
         self._build(policy, backend)
-        last = self._loop(self._start_log(out), out)
+        step = self._start_log(out)
+        with tracked(cfg.report_to, out, self.method.name, config=asdict(cfg), step=step,
+                     accelerator=self.accelerator) as self.track:
+            last = self._loop(step, out)
         return None if last is None else self._finish(out, last)
 
     def _setup_envs(self, env: Any, tokenizer: Any, reward: Any, reward_kwargs: Mapping[str, Any]) -> int:
@@ -234,6 +242,7 @@ class RLTrainer:
                 stats = {"step": step, **stats, "lr": lr, "seconds": time.time() - t0}
                 if acc.is_main_process:
                     self.csv.log(stats)
+                self.track(stats, step)
                 self.history.append(stats)
                 bar.update(1)
                 bar.set_postfix(reward=f"{stats.get('reward_mean', float('nan')):.3f}")
@@ -384,6 +393,7 @@ class RLTrainer:
             row.update(dict(hook(m) or {}))
         if acc.is_main_process and len(row) > 1:
             CSVLogger(self.output_dir / "eval.csv", list(row)).log(row)
+        self.track(row, step)
 
     # ------------------------------------------------------------------------------------------------ step helpers
     def rollouts(self, step: int, model: Any, tokenizer: Any,

@@ -204,10 +204,13 @@ OURS_ANY = {
     "batch_size": "prompts per generate call: throughput only",
     "negative_token": "reward conditioning's negative token (unpublished; the reference has reward tokens "
                       "<reward_0>..<reward_3>)",
+    "report_to": "where metrics are also logged (TensorBoard, W&B); never part of a key or a result",
 }
 OURS = {(BestOfNConfig, "seed"), (CollectionConfig, "seed"), (CollectionConfig, "batch_size"),
         (RewardModelTrainingConfig, "eval_batch_size"), (ExpertIterationConfig, "save_candidates"),
         (RewardConditioningConfig, "negative_token")}
+OURS |= {(c, "report_to") for c in (SFTConfig, BinaryFeedMEConfig, RewardConditioningConfig, DPOTrainingConfig,
+                                    RewardModelTrainingConfig, PPOConfig, QuarkConfig)}
 OURS |= {(c, f) for c in (PPOConfig, QuarkConfig)
          for f in ("lean", "lora_r", "lora_alpha", "lora_dropout", "stop_after", "n_eval_prompts", "eval_steps",
                    "keep_checkpoints")}
@@ -290,7 +293,7 @@ def test_paper_preset_has_a_row_for_every_setting():
     cfg = load_preset("paper").to_dict()
     rows = {k for _, k, _ in PAPER_ROWS}
     skip = {"name", "policy", "policy_kwargs", "subset_seed", "annotator_kwargs", "annotator_seed", "compare_to",
-            "runs_root", "generation.batch_size", "generation.seed"}
+            "runs_root", "report_to", "generation.batch_size", "generation.seed"}
     leaves = [k for k in cfg if not isinstance(cfg[k], dict) or not cfg[k]]
     leaves += [f"{k}.{sub}" for k in ("generation", "methods", "stages") for sub in cfg[k]]
     leaves += [f"stages.{s}.{f}" for s in ("preferences", "reward_model") for f in cfg["stages"][s]]
