@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "list_agents", "make_agent", "register_agent", "list_annotators", "make_annotator", "register_annotator",
     "format_prompt", "load_eval_set", "load_split", "as_trl_reward_func", "list_rewards", "make_reward",
-    "register_reward", "__version__",
+    "register_reward", "as_trl_dataset", "__version__",
 ]
 
 
@@ -21,7 +21,7 @@ __all__ = [
 # of these names, not on import (docs/performance.md). Making an env imports the rewards it needs.
 _LAZY = {"list_agents": "agents", "make_agent": "agents", "register_agent": "agents",
          "as_trl_reward_func": "rewards", "list_rewards": "rewards", "make_reward": "rewards",
-         "register_reward": "rewards"}
+         "register_reward": "rewards", "as_trl_dataset": "envs"}
 
 
 def __getattr__(name: str) -> Any:

@@ -8,5 +8,7 @@ from . import binary_reward_conditioning  # noqa: F401  (registers "binary_rewar
 from . import dpo  # noqa: F401  (registers "dpo")
 from . import ppo  # noqa: F401  (registers "ppo")
 from . import quark  # noqa: F401  (registers "quark")
+from . import grpo  # noqa: F401  (registers "grpo")
+from . import rloo  # noqa: F401  (registers "rloo")
 
 __all__ = ["AGENTS", "Agent", "list_agents", "make_agent", "register_agent"]

@@ -55,6 +55,7 @@ _LAZY = {
     "AlpacaFarmPairwiseVectorEnv": "pairwise_env",
     "UnicodeText": "spaces",
     "clear_reward_cache": "source",
+    "as_trl_dataset": "trl_dataset",
 }
 
 

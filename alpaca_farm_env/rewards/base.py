@@ -128,9 +128,13 @@ def as_trl_reward_func(spec: Any, **kwargs: Any) -> Callable[..., list[float]]:
     """A TRL-style reward function ``f(prompts, completions, **kwargs) -> list[float]`` (GRPO/RLOO trainers).
 
     Conversational completions (lists of messages) are reduced to the last message's text. Extra dataset columns
-    arrive as keyword lists and are passed on as ``row``.
+    arrive as keyword lists and are passed on as ``row`` (TRL's ``completion_ids`` aside: backends never see token
+    ids); ``alpaca_farm_env.envs.as_trl_dataset`` builds them from an env. A backend that judges the instruction
+    (``JUDGES_PAIRS``: an annotator) needs an ``instruction`` column: without one it raises ``ValueError`` rather
+    than judge the templated prompt.
     """
     backend = make_reward(spec, **kwargs)
+    judges_instruction = JUDGES_PAIRS in capabilities_of(backend)
 
     def _text(x: Any) -> str:
         if isinstance(x, list):  # conversational format: [{"role": ..., "content": ...}, ...]
@@ -138,7 +142,11 @@ def as_trl_reward_func(spec: Any, **kwargs: Any) -> Callable[..., list[float]]:
         return str(x)
 
     def reward_func(prompts, completions, **columns):
-        row = {k: v for k, v in columns.items() if isinstance(v, (list, tuple)) and len(v) == len(completions)}
+        row = {k: v for k, v in columns.items()
+               if k != "completion_ids" and isinstance(v, (list, tuple)) and len(v) == len(completions)}
+        if judges_instruction and "instruction" not in row:
+            raise ValueError(f"reward {getattr(backend, 'name', spec)!r} judges the instruction but the dataset has no "
+                             "'instruction' column; build it with alpaca_farm_env.envs.as_trl_dataset(env)")
         return backend.score([_text(p) for p in prompts], [_text(c) for c in completions], **row)
 
     reward_func.__name__ = f"alpaca_farm_{getattr(backend, 'name', 'reward')}"
