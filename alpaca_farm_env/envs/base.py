@@ -27,9 +27,10 @@ from typing import Any, ClassVar, Generic, Sequence, TypeVar
 import numpy as np
 
 from ..context import RewardContext
-from ..errors import TrainingOnTestSetWarning
-from ..rewards import JUDGES_PAIRS, capabilities_of, check_reward
-from .source import EVAL_SPLIT, EpisodeOrder, get_annotator, get_reward_backend, load_rows, score_rows
+from ..errors import ConfigError, TrainingOnTestSetWarning
+from ..rewards import JUDGES_PAIRS, NEEDS_REFERENCE, capabilities_of, check_reward
+from .source import (CUSTOM_SPLIT, EVAL_SPLIT, EpisodeOrder, get_annotator, get_reward_backend, load_rows,
+                     prompt_rows, score_rows)
 
 ObsT = TypeVar("ObsT")
 ActT = TypeVar("ActT")
@@ -43,7 +44,11 @@ class EpisodeConfig:
 
     split: str = "unlabeled"
     """``"unlabeled"``, ``"sft"``, ``"preference"``, ``"val"`` (the instruction splits; RL prompts) or ``"eval"``
-    (the 805 evaluation instructions)."""
+    (the 805 evaluation instructions); ``"custom"`` when ``prompts`` is given."""
+    prompts: Any = None
+    """A user's own prompts instead of a split: a list of dicts, a ``.json``/``.jsonl`` path or a
+    ``datasets.Dataset``, each row with ``instruction`` and optionally ``input`` and ``reference_output``
+    (:func:`~alpaca_farm_env.data.rows.prompt_rows`)."""
     data_dir: str | os.PathLike | None = None
     """Local data directory; else ``$ALPACA_FARM_DATA_DIR``, else the Hugging Face hub. It also reaches the reward
     backend and annotator, in the :class:`~alpaca_farm_env.context.RewardContext`."""
@@ -65,6 +70,8 @@ class EpisodeConfig:
     def __post_init__(self) -> None:
         if self.seed_mode not in SEED_MODES:
             raise ValueError(f"seed_mode must be one of {SEED_MODES}, got {self.seed_mode!r}")
+        if self.prompts is not None:
+            self.split = CUSTOM_SPLIT
 
     @classmethod
     def of(cls, env: Any, kwargs: dict[str, Any], **defaults: Any) -> "EpisodeConfig":
@@ -78,10 +85,14 @@ class EpisodeConfig:
             raise TypeError(f"{type(env).__name__} got unknown keyword arguments {unknown}"
                             f"{did_you_mean(unknown[0], names)}; besides its own it takes the EpisodeConfig fields "
                             f"{names}")
+        if kwargs.get("prompts") is not None and kwargs.get("split", CUSTOM_SPLIT) != CUSTOM_SPLIT:
+            raise ConfigError(f"give split={kwargs['split']!r} or prompts=, not both")
         return cls(**{**defaults, **kwargs})
 
     def load_rows(self) -> list[dict[str, Any]]:
-        """The selected rows (:func:`~alpaca_farm_env.envs.source.load_rows`)."""
+        """The selected rows (:func:`~alpaca_farm_env.envs.source.load_rows`, or ``prompt_rows`` of ``prompts``)."""
+        if self.prompts is not None:
+            return prompt_rows(self.prompts, indices=self.indices, max_examples=self.max_examples)
         return load_rows(self.split, data_dir=self.data_dir, reference=self.reference, indices=self.indices,
                          max_examples=self.max_examples)
 
@@ -121,6 +132,12 @@ class AlpacaFarmEnvBase(abc.ABC, Generic[ObsT, ActT]):
         or ``reward_kwargs["annotator"]``) fails here, not at the first step."""
         check_reward(reward, **dict(reward_kwargs or {}))
         self.reward_spec, self.reward_kwargs = reward, dict(reward_kwargs or {})
+        missing = next((r for r in self.rows if r["reference_output"] is None), None)
+        if missing is not None and NEEDS_REFERENCE in capabilities_of(reward):
+            raise ConfigError(f"reward {reward if isinstance(reward, str) else backend_name(reward)!r} judges each "
+                              f"response against the row's reference_output, and prompts row {missing['row_index']} "
+                              "has none; give every row a reference_output (a row's 'output' is not read as one) or "
+                              "use a reward that needs none (e.g. reward_model, length)")
         if self.split == EVAL_SPLIT and JUDGES_PAIRS in capabilities_of(reward):
             warnings.warn(
                 "AlpacaFarm env on the eval split with an annotator reward: training on these rewards trains on the "

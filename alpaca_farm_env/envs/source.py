@@ -18,7 +18,7 @@ import numpy as np
 from ..annotators import make_annotator
 from ..context import RewardContext, uses_context
 # the rows live in the data layer (the judge's degenerate-response suite reads them too): re-exported for the envs
-from ..data.rows import EVAL_SPLIT, SPLIT_CHOICES, load_rows  # noqa: F401
+from ..data.rows import CUSTOM_SPLIT, EVAL_SPLIT, SPLIT_CHOICES, load_rows, prompt_rows  # noqa: F401
 from ..rewards import REWARDS, make_reward, score_with_info
 from ..utils import digest
 

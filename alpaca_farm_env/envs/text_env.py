@@ -40,7 +40,8 @@ class AlpacaFarmEnv(AlpacaFarmEnvBase[dict, str], gym.Env[dict, str]):
     string specs are built lazily on the first ``step`` and shared in the process, but an unknown name -- reward, or
     ``reward_kwargs["annotator"]`` -- raises at construction), ``reward_kwargs``, ``max_text_length``,
     ``max_response_length``, ``render_mode`` (``None`` or ``"ansi"``), and the :class:`EpisodeConfig` fields
-    (``split``, ``data_dir``, ``reference``, ``indices``, ``max_examples``, ``shuffle``, ``seed``, ``seed_mode``);
+    (``split`` or ``prompts``, ``data_dir``, ``reference``, ``indices``, ``max_examples``, ``shuffle``, ``seed``,
+    ``seed_mode``);
     see docs/envs.md.
     """
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import USES_CONTEXT, RewardContext
-from .base import JUDGES_PAIRS, SCORES_TEXT, BaseReward, register_reward
+from .base import JUDGES_PAIRS, NEEDS_REFERENCE, SCORES_TEXT, BaseReward, register_reward
 
 
 @register_reward("annotator")
@@ -28,7 +28,7 @@ class AnnotatorReward(BaseReward):
     env); other keyword arguments go to the annotator."""
 
     name = "annotator"
-    capabilities = frozenset({SCORES_TEXT, JUDGES_PAIRS, USES_CONTEXT})
+    capabilities = frozenset({SCORES_TEXT, JUDGES_PAIRS, NEEDS_REFERENCE, USES_CONTEXT})
 
     def __init__(self, annotator: Any = "noisy_pooled", seed: int = 0, use_probability: bool = False,
                  context: RewardContext | None = None, **annotator_kwargs: Any):

@@ -6,7 +6,8 @@ policy and the reward model may use different tokenizers. A backend may also ret
 ``score_with_info`` (the env puts them in ``info``).
 
 ``capabilities`` (a ClassVar) declares what else a backend offers: :data:`SCORES_TEXT` (every backend),
-:data:`SHARES_TRUNK`, :data:`JUDGES_PAIRS` and :data:`~alpaca_farm_env.context.USES_CONTEXT` (it takes
+:data:`SHARES_TRUNK`, :data:`JUDGES_PAIRS`, :data:`NEEDS_REFERENCE` (an env whose rows lack a reference output
+refuses it at construction) and :data:`~alpaca_farm_env.context.USES_CONTEXT` (it takes
 ``context=``, a :class:`~alpaca_farm_env.context.RewardContext`, in its constructor and in ``score`` /
 ``score_with_info``). Callers ask :func:`capabilities_of`; nothing is recognised by ``isinstance`` or by its
 signature. See docs/rewards.md.
@@ -31,6 +32,7 @@ SCORES_TEXT = "scores_text"  # score(prompts, responses, **row) on text (every b
 # USES_CONTEXT (alpaca_farm_env.context): the constructor and score take ``context=``, a RewardContext
 SHARES_TRUNK = "shares_trunk"  # holds ``model`` (a transformer with a trunk) and ``tokenizer`` PPO may share
 JUDGES_PAIRS = "judges_pairs"  # an annotator turned into a reward (``annotator``): compared by judgment identity
+NEEDS_REFERENCE = "needs_reference"  # scores a response against row["reference_output"]: an env refuses rows without
 
 
 class BaseReward(ABC):
