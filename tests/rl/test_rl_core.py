@@ -218,9 +218,9 @@ def test_rl_config_holds_the_shared_fields_and_the_method_configs_extend_it():
     from alpaca_farm_env.agents.quark import QuarkConfig
 
     shared = [f.name for f in dataclasses.fields(rc.RLConfig)]
-    assert len(shared) == 24 and "keep_checkpoints" in shared
+    assert len(shared) == 25 and "keep_checkpoints" in shared and "report_to" in shared
     assert issubclass(PPOConfig, rc.RLConfig) and issubclass(QuarkConfig, rc.RLConfig)
-    assert [f.name for f in dataclasses.fields(PPOConfig)][:24] == shared
+    assert [f.name for f in dataclasses.fields(PPOConfig)][:25] == shared
     assert set(f.name for f in dataclasses.fields(PPOConfig)) - set(shared) == {
         "noptepochs", "adaptive_kl", "target_kl", "k_beta", "cliprange", "cliprange_value", "vf_coef", "gamma", "lam",
         "whiten_rewards"}
