@@ -94,6 +94,11 @@ def test_a_stopped_run_resumes_from_the_last_trainer_checkpoint(data_dir, tmp_pa
     log = rows(tmp_path / "run" / "metrics.csv")
     assert [r["step"] for r in log] == ["1", "2", "3", "4", "5"]  # step 3 redone once, no duplicate
     assert resumed.fitted and [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5]
+    # the resumed run is the uninterrupted run (TRL restores the RNG and the data order): same samples, same updates
+    straight = make_agent("grpo", policy=tiny_llama(seed=0), config=cfg)
+    straight.fit({"unlabeled": env(data_dir)}, output_dir=str(tmp_path / "straight"))
+    for a, b in zip(log, rows(tmp_path / "straight" / "metrics.csv")):
+        assert (a["reward"], a["loss"]) == (b["reward"], b["loss"])
     # a finished run is loaded, not trained again; one with another config is refused
     again = make_agent("grpo", policy=tiny_llama(seed=0), config=cfg)
     again.fit({"unlabeled": env(data_dir)}, output_dir=str(tmp_path / "run"))

@@ -25,9 +25,11 @@ from alpaca_farm_env.agents.binary_feedme import BinaryFeedMEConfig
 from alpaca_farm_env.agents.binary_reward_conditioning import RewardConditioningConfig
 from alpaca_farm_env.agents.dpo import DPOTrainingConfig
 from alpaca_farm_env.agents.expert_iteration import ExpertIterationConfig
+from alpaca_farm_env.agents.grpo import GRPOConfig
 from alpaca_farm_env.agents.ppo import PPOConfig
 from alpaca_farm_env.agents.preference_collection import CollectionConfig
 from alpaca_farm_env.agents.quark import QuarkConfig
+from alpaca_farm_env.agents.rloo import RLOOConfig
 from alpaca_farm_env.agents.sft import SFTAgent
 from alpaca_farm_env.agents.sft_loop import SFTConfig
 from alpaca_farm_env.benchmark.config import load_preset
@@ -45,6 +47,25 @@ BON_PY = "examples/best_of_n.py run_decode"
 DECODE = "src/alpaca_farm/inference/decode.py HFDecodingArguments"
 HF = "transformers.TrainingArguments default"
 PAPER = "paper (Dubois et al. 2023)"
+GRPO_CFG = "huggingface/trl trl/trainer/grpo_config.py GRPOConfig (TRL 1.16)"
+RLOO_CFG = "huggingface/trl trl/trainer/rloo_config.py RLOOConfig (TRL 1.16)"
+TRL_MODEL = "huggingface/trl trl/trainer/model_config.py ModelConfig"
+
+
+def _trl_rows(src: str) -> list[tuple[str, str, Any]]:
+    """The rows GRPO and RLOO share: TRL's config (``src``), its TrainingArguments base, TRL's ModelConfig."""
+    return [(src, "learning_rate", 1e-6), (src, "max_completion_length", 512), (src, "temperature", 1.0),
+            (src, "top_p", 1.0), (src, "top_k", 0), (src, "num_iterations", 1), (src, "epsilon", 0.2),
+            (src, "epsilon_high", None), (src, "mask_truncated_completions", False), (src, "report_to", "none"),
+            (src + " (base config: bf16 unless fp16)", "bf16", True),
+            (src + " (base config)", "gradient_checkpointing", True),
+            (src + " (num_train_epochs 3 over the dataset)", "max_steps", -1),
+            (HF, "lr_scheduler_type", "linear"), (HF, "warmup_steps", 0), (HF, "weight_decay", 0.0),
+            (HF, "adam_epsilon", 1e-8), (HF, "max_grad_norm", 1.0), (HF, "per_device_train_batch_size", 8),
+            (HF, "gradient_accumulation_steps", 1), (HF, "seed", 42), (HF, "save_steps", 500),
+            (TRL_MODEL, "use_peft", False), (TRL_MODEL, "lora_r", 16), (TRL_MODEL, "lora_alpha", 32),
+            (TRL_MODEL, "lora_dropout", 0.05)]
+
 
 # -------------------------------------------------------------------------------------------------- derived fields
 # a row may name a value the reference states as one number but we split (batch = per device x accumulation)
@@ -171,6 +192,13 @@ ROWS: dict[type, list[tuple[str, str, Any]]] = {
         (HF, "max_grad_norm", 1.0),
         (HF, "seed", 42),
     ],
+    GRPOConfig: _trl_rows(GRPO_CFG) + [
+        (GRPO_CFG, "num_generations", 8), (GRPO_CFG, "beta", 0.0), (GRPO_CFG, "loss_type", "dapo"),
+        (GRPO_CFG, "scale_rewards", "group"),
+    ],
+    RLOOConfig: _trl_rows(RLOO_CFG) + [
+        (RLOO_CFG, "num_generations", 2), (RLOO_CFG, "beta", 0.05), (RLOO_CFG, "normalize_advantages", False),
+    ],
     CollectionConfig: [
         (PAPER + " Sec. 4.1: two samples from SFT10k at temperature 1.0", "temperature", 1.0),
         ("src/alpaca_farm/models/rl_models.py AutoregressivePolicy._respond", "top_p", 1.0),
@@ -187,6 +215,12 @@ DIFFERENCES: dict[tuple[type, str], tuple[Any, str]] = {
     (DPOTrainingConfig, "bf16"): (None, "bf16 where the GPU supports it, float32 on CPU (bf16 autocast is slow there)"),
     (RewardModelTrainingConfig, "bf16"): (None, "as DPO; TRL's bf16 default also fixed the process-wide precision"),
     (BestOfNConfig, "batch_size"): (8, "prompts per generate call: throughput only, outputs are seeded per batch"),
+    **{(c, f): d for c in (GRPOConfig, RLOOConfig) for f, d in {
+        "bf16": (None, "bf16 where the GPU supports it, float32 on CPU (as DPO)"),
+        "gradient_checkpointing": (False, "off as for DPO: it only trades speed for memory"),
+        "max_steps": (390, "a step count, so the kept steps are known before training; PPO's total_steps"),
+        "save_steps": (20, "PPO's save_steps (rlhf_ppo.sh): the RL methods keep the same steps"),
+    }.items()},
 }
 
 # fields with no counterpart in the reference: field -> why (per config, or for every config)
@@ -202,6 +236,7 @@ OURS_ANY = {
     "eval_batch_size": "held-out scoring batch: throughput only",
     "save_candidates": "also keep every candidate in best_of_n.jsonl",
     "batch_size": "prompts per generate call: throughput only",
+    "max_prompt_length": "GRPO/RLOO drop prompts longer than PPO's query_len (192); TRL 1.x truncates none",
     "negative_token": "reward conditioning's negative token (unpublished; the reference has reward tokens "
                       "<reward_0>..<reward_3>)",
     "report_to": "where metrics are also logged (TensorBoard, W&B); never part of a key or a result",
@@ -211,6 +246,8 @@ OURS = {(BestOfNConfig, "seed"), (CollectionConfig, "seed"), (CollectionConfig, 
         (RewardConditioningConfig, "negative_token")}
 OURS |= {(c, "report_to") for c in (SFTConfig, BinaryFeedMEConfig, RewardConditioningConfig, DPOTrainingConfig,
                                     RewardModelTrainingConfig, PPOConfig, QuarkConfig)}
+OURS |= {(c, f) for c in (GRPOConfig, RLOOConfig)
+         for f in ("max_prompt_length", "eval_steps", "keep_checkpoints", "stop_after")}
 OURS |= {(c, f) for c in (PPOConfig, QuarkConfig)
          for f in ("lean", "lora_r", "lora_alpha", "lora_dropout", "stop_after", "n_eval_prompts", "eval_steps",
                    "keep_checkpoints")}
