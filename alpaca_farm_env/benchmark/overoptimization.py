@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import ConfigError
+from ..tracking import untracked
 from ..utils import atomic_write_text, digest, stable_hash
 from .config import BenchmarkConfig
 from .pipeline import Pipeline, make_env
@@ -69,7 +70,7 @@ def run_overoptimization(
     scorer = EvalScorer(split, rows, reward=reward, reward_kwargs=reward_kwargs)
     key = digest({"sft": pipeline.sft_key(), "reward_model": rm_key, "evaluator": cfg.annotator,
                   "evaluator_kwargs": cfg.annotator_kwargs, "rows": [r["row_index"] for r in rows],
-                  "generation": dataclasses.asdict(cfg.generation), "ppo": ppo_fields, "ns": ns})[:12]
+                  "generation": dataclasses.asdict(cfg.generation), "ppo": untracked(ppo_fields), "ns": ns})[:12]
     points = _Points(folder / f"points-{key}.jsonl", log)
 
     t0 = time.time()
