@@ -348,6 +348,8 @@ class TRLOnlineAgent(BaseAgent):
         resumed = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"] if last else 0
         self.csv = CSVLogger(out / "metrics.csv", ["step", *self.CSV_FIELDS])
         self.csv.resume(resumed)  # rows logged after the checkpoint are redone
+        if (out / "eval.csv").is_file():  # so are the evals after it
+            CSVLogger(out / "eval.csv", (out / "eval.csv").read_text().splitlines()[0].split(",")).resume(resumed)
         self.history = [{k: _number(v) for k, v in r.items()} for r in self.csv.read()]
         peft = None
         if cfg.use_peft:
