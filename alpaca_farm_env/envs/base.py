@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import copy
 import os
+import sys
 import warnings
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, Sequence, TypeVar
@@ -95,6 +96,37 @@ class EpisodeConfig:
             return prompt_rows(self.prompts, indices=self.indices, max_examples=self.max_examples)
         return load_rows(self.split, data_dir=self.data_dir, reference=self.reference, indices=self.indices,
                          max_examples=self.max_examples)
+
+
+def check_gymnasium_vectorization(env: Any) -> None:
+    """Called by the one-step envs' constructors: inside ``gym.make_vec(..., vectorization_mode="sync" | "async")``,
+    refuse Gymnasium's default next-step autoreset and the async shared memory, with a one-line ``ConfigError`` that
+    names the fix. Under next-step autoreset every second ``step`` of a one-step episode only resets: its actions (the
+    generated responses) are dropped and it returns reward 0 (gymnasium ``vector/sync_vector_env.py``, ``step``). The
+    text spaces have no shared-memory layout. Read from ``make_vec``'s frame because Gymnasium passes a sub-env nothing
+    about the vector env that builds it; a ``SyncVectorEnv`` built by hand is not checked."""
+    from gymnasium.vector import AutoresetMode
+
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "make_vec"
+                                     and "gymnasium" in frame.f_code.co_filename):
+        frame = frame.f_back
+    if frame is None:
+        return
+    mode = str(getattr(frame.f_locals.get("vectorization_mode"), "value", frame.f_locals.get("vectorization_mode")))
+    vector_kwargs = dict(frame.f_locals.get("vector_kwargs") or {})
+    name = type(env).__name__
+    if mode not in ("sync", "async"):
+        return
+    native = ("or use the native batched env (gym.make_vec(id, num_envs=N) without vectorization_mode: one batched "
+              "reward call per step)")
+    if AutoresetMode(vector_kwargs.get("autoreset_mode", AutoresetMode.NEXT_STEP)) != AutoresetMode.SAME_STEP:
+        raise ConfigError(f"{name} under vectorization_mode={mode!r} needs vector_kwargs={{'autoreset_mode': "
+                          f"gymnasium.vector.AutoresetMode.SAME_STEP}} (the default next-step autoreset makes every "
+                          f"second step a reset that drops its responses), {native}")
+    if mode == "async" and vector_kwargs.get("shared_memory", True):
+        raise ConfigError(f"{name} under vectorization_mode='async' needs vector_kwargs['shared_memory'] = False (text "
+                          f"observations have no shared-memory layout), {native}")
 
 
 def row_observation(row: dict[str, Any]) -> dict[str, str]:

@@ -16,7 +16,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from ..annotators.base import Annotation, preference_score
-from .base import AlpacaFarmEnvBase, EpisodeConfig, check_render_mode, row_observation
+from .base import (AlpacaFarmEnvBase, EpisodeConfig, check_gymnasium_vectorization, check_render_mode,
+                   row_observation)
 from .spaces import UnicodeText
 from .text_env import DEFAULT_MAX_TEXT_LENGTH, text_observation_space
 from .vector_env import autoreset_step, batch_infos, batch_observations, check_num_envs
@@ -72,6 +73,7 @@ class AlpacaFarmPairwiseEnv(AlpacaFarmEnvBase[dict, tuple], gym.Env[dict, tuple]
     def __init__(self, annotator: Any = "noisy_pooled", annotator_kwargs: dict[str, Any] | None = None, *,
                  max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, max_response_length: int = DEFAULT_MAX_TEXT_LENGTH,
                  **episodes: Any):
+        check_gymnasium_vectorization(self)
         super().__init__(EpisodeConfig.of(self, episodes, split="preference"))
         self._use_annotator(annotator, annotator_kwargs)
         self.observation_space = text_observation_space(max_text_length)

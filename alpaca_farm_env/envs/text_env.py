@@ -11,7 +11,8 @@ from typing import Any
 import gymnasium as gym
 from gymnasium import spaces
 
-from .base import AlpacaFarmEnvBase, EpisodeConfig, check_render_mode, row_observation
+from .base import (AlpacaFarmEnvBase, EpisodeConfig, check_gymnasium_vectorization, check_render_mode,
+                   row_observation)
 from .spaces import UnicodeText
 
 DEFAULT_MAX_TEXT_LENGTH = 8192  # characters; the longest eval-set prompt is ~2.1k, the longest reference ~1.6k
@@ -51,6 +52,7 @@ class AlpacaFarmEnv(AlpacaFarmEnvBase[dict, str], gym.Env[dict, str]):
                  max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, max_response_length: int = DEFAULT_MAX_TEXT_LENGTH,
                  render_mode: str | None = None, **episodes: Any):
         check_render_mode(self, render_mode)
+        check_gymnasium_vectorization(self)
         super().__init__(EpisodeConfig.of(self, episodes))
         check_prompt_lengths(self.rows, max_text_length, self.split)
         self._use_reward(reward, reward_kwargs)
