@@ -188,7 +188,8 @@ class AnnotatorPool:
                 continue
             noisy = self.noisy_label(ins, inp, sd)
             if noisy is not None:
-                results[k] = Annotation(preference=noisy, probability=noisy - 1.0, annotator=member, is_noisy_label=True)
+                # a coin, not a judgment: no P(output_2 better) to report (a reward on probabilities scores the coin)
+                results[k] = Annotation(preference=noisy, probability=None, annotator=member, is_noisy_label=True)
                 stats["noisy"] += 1
                 continue
             to_query[member].append((k, self.is_switched(ins, inp, sd)))

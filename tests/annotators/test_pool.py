@@ -81,8 +81,26 @@ def test_noise_rate_and_noisy_rows_never_queried():
     assert set(coin) == {1.0, 2.0} and abs(coin[1.0] - coin[2.0]) < 0.12 * n_replaced
     queried_ins = {r["instruction"] for m in noisy_members for r in m.seen}
     assert all((a.is_noisy_label) == (i not in queried_ins) for a, i in zip(noisy, ins))
-    # kept rows are exactly the noise-free label
-    assert all(a.preference == b.preference for a, b in zip(noisy, clean) if not a.is_noisy_label)
+    # kept rows are exactly the noise-free label, with the member's probability
+    assert all(a.preference == b.preference and a.probability == b.probability
+               for a, b in zip(noisy, clean) if not a.is_noisy_label)
+    # a replaced row is a coin, not a judgment: no probability (P(second better) is only ever a judge's)
+    assert all(a.probability is None for a in noisy if a.is_noisy_label)
+
+
+def test_a_reward_on_probabilities_keeps_the_noisy_labels():
+    from alpaca_farm_env.annotators import preference_score
+    from alpaca_farm_env.rewards import make_reward
+
+    ins, inp, refs, outs = make_rows(400, tag="r")
+    pool = AnnotatorPool([RecordingLonger("m0")], p_label_flip=0.25)
+    reward = make_reward("annotator", annotator=pool, use_probability=True)
+    scores, infos = reward.score_with_info(ins, outs, instruction=ins, input=inp, reference_output=refs)
+    noisy = [i for i, info in enumerate(infos) if info["is_noisy_label"]]
+    assert 120 < len(noisy) < 280  # Binomial(400, 0.5)
+    # the noisy rows score their coin (0 or 1), as a reward on preferences would; the rest the member's probability
+    assert {scores[i] for i in noisy} == {0.0, 1.0}
+    assert all(scores[i] == preference_score(Annotation(preference=infos[i]["preference"])) for i in noisy)
 
 
 def test_member_assignment_uniform_and_stable_across_processes():
