@@ -70,9 +70,14 @@ def markdown_table(results: dict[str, Any]) -> str:
         caption += "\n\nshared stages (s to build): " + ", ".join(f"{k} {_secs(v)}" for k, v in stages.items())
     from .selection import selection_caption
 
+    from .paper_order import table2_caption
+
     chosen = selection_caption(results)  # the kept checkpoint each RL method was evaluated at
     if chosen:
         caption += "\n\n" + chosen
+    order = table2_caption(results)
+    if order:
+        caption += "\n\n" + order
     return "\n".join(lines) + "\n\n" + caption
 
 
