@@ -6,7 +6,7 @@ CSV files are written).
   ``src/accelerate/tracking.py``, ``TensorBoardTracker`` and ``WandBTracker``): :func:`tracked` starts them for one
   training run and yields the function that logs a row of metrics at a step, with the names of ``metrics.csv``.
 * The TRL-backed stages (DPO, the reward model) pass ``report_to`` to TRL; :func:`trl_tracking` points TRL's
-  TensorBoard callback at the same folder and sets the Weights & Biases environment for the run.
+  TensorBoard callback at the same folder and starts the Weights & Biases run that TRL's callback then logs to.
 
 TensorBoard event files go to ``<output_dir>/runs/<run name>`` (:func:`log_dir`), so ``tensorboard --logdir`` over a
 benchmark's run dir shows every stage and method. A resumed run hides the events of the steps it redoes, as
@@ -76,13 +76,16 @@ def untracked(obj: Any) -> Any:
     return obj
 
 
-def _wandb_kwargs(output_dir: str | os.PathLike) -> dict[str, str]:
-    """The Weights & Biases environment of a run: its folder, and offline mode when neither ``WANDB_MODE`` nor an API
-    key (the ``WANDB_API_KEY`` variable, or ``wandb login``'s entry in ``~/.netrc``) is set."""
-    env = {"WANDB_DIR": str(log_dir(output_dir))}
+def _wandb_kwargs(output_dir: str | os.PathLike, run_name: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``wandb.init`` arguments of a run: its name, config and folder, and offline mode when neither
+    ``WANDB_MODE`` nor an API key (the ``WANDB_API_KEY`` variable, or ``wandb login``'s entry in ``~/.netrc``) is
+    set. Passed as arguments, not environment variables: ``wandb`` reads those once per process."""
+    folder = log_dir(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"name": run_name, "dir": str(folder), "config": dict(untracked(config or {}))}
     if not os.environ.get("WANDB_MODE") and not os.environ.get("WANDB_API_KEY") and not _netrc_login():
-        env["WANDB_MODE"] = "offline"
-    return env
+        kwargs["mode"] = "offline"
+    return kwargs
 
 
 def _netrc_login() -> bool:
@@ -146,19 +149,18 @@ def tracked(report_to: str, output_dir: str | os.PathLike, run_name: str, *, con
 def _start(names: list[str], output_dir: str | os.PathLike, run_name: str, config: Mapping[str, Any] | None,
            step: int) -> list[Any]:
     """Accelerate's trackers for ``names``, started. Returns them."""
+    from accelerate import PartialState
     from accelerate.tracking import TensorBoardTracker, WandBTracker
 
+    PartialState()  # the trackers log through Accelerate's logger, which needs the process state (one process here)
     out: list[Any] = []
     for name in names:
         if name == "tensorboard":
             # purge_step: TensorBoard drops the events of steps >= it logged by a run killed after its checkpoint
             tracker = TensorBoardTracker(run_name, log_dir(output_dir), **({"purge_step": step + 1} if step else {}))
         else:
-            env = _wandb_kwargs(output_dir)
-            Path(env["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
-            tracker = WandBTracker(os.environ.get("WANDB_PROJECT", WANDB_PROJECT), name=run_name,
-                                   dir=env["WANDB_DIR"], config=dict(untracked(config or {})),
-                                   **({"mode": env["WANDB_MODE"]} if "WANDB_MODE" in env else {}))
+            tracker = WandBTracker(os.environ.get("WANDB_PROJECT", WANDB_PROJECT),
+                                   **_wandb_kwargs(output_dir, run_name, config))
         tracker.start()
         out.append(tracker)
     return out
@@ -167,11 +169,12 @@ def _start(names: list[str], output_dir: str | os.PathLike, run_name: str, confi
 @contextlib.contextmanager
 def trl_tracking(report_to: str, output_dir: str | os.PathLike, run_name: str,
                  resume_from: str | None = None) -> Iterator[list[str] | str]:
-    """The environment of a TRL trainer's tracking for the block (its construction and ``train``): TRL's
-    ``TensorBoardCallback`` writes to ``<output_dir>/runs/<run_name>`` (``TENSORBOARD_LOGGING_DIR``), Weights & Biases
-    as the module docstring says (``WANDB_DIR``, ``WANDB_PROJECT``, ``WANDB_MODE``). Yields the value of the trainer's
-    ``report_to`` (``"none"``, or the list of trackers). ``resume_from``: the Trainer checkpoint the run resumes from
-    (``checkpoint-<step>``); TensorBoard hides the events logged after it."""
+    """A TRL trainer's tracking for the block (its construction and ``train``): TRL's ``TensorBoardCallback`` writes
+    to ``<output_dir>/runs/<run_name>`` (``TENSORBOARD_LOGGING_DIR``, set for the block); for Weights & Biases, the
+    run of the module docstring is started on the main process (TRL's ``WandbCallback`` logs to an active run rather
+    than start its own) and finished after the block. Yields the value of the trainer's ``report_to`` (``"none"``, or
+    the list of trackers). ``resume_from``: the Trainer checkpoint the run resumes from (``checkpoint-<step>``);
+    TensorBoard hides the events logged after it."""
     names = check_report_to(report_to, installed=True)
     env: dict[str, str] = {}
     folder = log_dir(output_dir) / run_name
@@ -182,8 +185,13 @@ def trl_tracking(report_to: str, output_dir: str | os.PathLike, run_name: str,
             from torch.utils.tensorboard import SummaryWriter
 
             SummaryWriter(str(folder), purge_step=int(done.group(1)) + 1).close()
-    if "wandb" in names:
-        env.update(_wandb_kwargs(output_dir), WANDB_PROJECT=os.environ.get("WANDB_PROJECT", WANDB_PROJECT))
-        Path(env["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
-    with _environment(env):
-        yield names or "none"
+    from accelerate import PartialState
+
+    runs = _start(["wandb"], output_dir, run_name, None, 0) if "wandb" in names and PartialState().is_main_process \
+        else []
+    try:
+        with _environment(env):
+            yield names or "none"
+    finally:
+        for run in runs:
+            run.finish()
