@@ -20,10 +20,10 @@ from alpaca_farm_env.agents.dpo import DPOTrainingConfig, train_dpo
 from alpaca_farm_env.agents.ppo import PPOConfig
 from alpaca_farm_env.agents.sft import SFTAgent
 from alpaca_farm_env.agents.sft_loop import SFTConfig, train_sft
-from alpaca_farm_env.benchmark.config import BenchmarkConfig
+from alpaca_farm_env.benchmark.config import BenchmarkConfig, load_preset
 from alpaca_farm_env.benchmark.pipeline import Pipeline
 from alpaca_farm_env.benchmark.rundir import check_run_dir_owner, default_run_dir
-from alpaca_farm_env.benchmark.runner import _agent_kwargs, _method_key
+from alpaca_farm_env.benchmark.runner import _agent_kwargs, _method_key, run_benchmark
 from alpaca_farm_env.errors import ConfigError
 from alpaca_farm_env.models import load_policy, tiny_llama
 from alpaca_farm_env.rewards import register_reward
@@ -254,3 +254,44 @@ def test_dpo_events_are_its_metrics_rows(tmp_path):
         assert events["train/loss"][int(r["step"])] == pytest.approx(float(r["loss"]), rel=1e-6)
         assert events["train/rewards/margins"][int(r["step"])] == pytest.approx(float(r["rewards/margins"]),
                                                                                 rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_a_tracked_benchmark_logs_every_training_and_its_rerun_untracked_reuses_everything(data_dir, tmp_path):
+    """The preset's top-level report_to reaches the SFT stage, the reward model stage, DPO and PPO (each writes its
+    event files); the same preset without tracking then resumes the same run dir and trains and generates nothing."""
+    small_sft = {"max_steps": 2, "max_length": 256, "per_device_batch_size": 4, "gradient_accumulation_steps": 1,
+                 "learning_rate": 1e-3}
+    rl = {"rollout_batch_size": 4, "step_batch_size": 4, "rollout_per_device_batch_size": 4,
+          "step_per_device_batch_size": 2, "query_len": 512, "response_len": 6, "total_steps": 2, "save_steps": 1,
+          "eval_steps": 0, "n_eval_prompts": 0, "learning_rate": 1e-3, "warmup_steps": 0}
+    data = {"name": "tracked", "policy": "tiny-llama", "annotator": "longer", "n_eval": 4, "n_select": 4,
+            "runs_root": str(tmp_path / "runs"), "report_to": "tensorboard",
+            "generation": {"max_new_tokens": 6, "batch_size": 4},
+            "stages": {"sft": small_sft,
+                       "preferences": {"annotator": "longer", "n_instructions": 8, "max_new_tokens": 6,
+                                       "batch_size": 4, "num_envs": 4},
+                       "reward_model": {"backbone": "sft", "n_eval": 2, "learning_rate": 1e-3, "logging_steps": 1,
+                                        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                                        "model_max_length": 96}},
+            "methods": {"sft": {}, "dpo": {"config": {"max_steps": 2, "max_length": 512, "per_device_batch_size": 2,
+                                                      "gradient_accumulation_steps": 1}},
+                        "ppo": {"config": rl}}}
+    first = run_benchmark(BenchmarkConfig.from_dict(data), data_dir=data_dir, progress=False, log=lambda m: None)
+    run_dir = Path(first["run_dir"])
+    events = sorted(run_dir.rglob("events.out.tfevents.*"))
+    logged = {p.parent.name: p.parent for p in events}
+    assert set(logged) == {"sft", "reward_model", "dpo", "ppo"}
+    assert logged["sft"].parent.parent.name.startswith("sft-")  # the SFT stage's folder
+    assert scalars(logged["ppo"])["reward_mean"].keys() == {1, 2}
+    assert "train/loss" in scalars(logged["reward_model"], once=())
+
+    second = run_benchmark(BenchmarkConfig.from_dict(plain(data)), data_dir=data_dir, progress=False,
+                           log=lambda m: None)
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == [run_dir.name]  # the same run dir
+    assert all(m["n_generated"] == 0 for m in second["this_run"].values()), second["this_run"]
+    assert sorted(run_dir.rglob("events.out.tfevents.*")) == events  # nothing trained again
+    for a, b in zip(first["methods"], second["methods"]):
+        assert (a["method"], a["metrics"], a["settings"], a["seconds"]) == \
+            (b["method"], b["metrics"], b["settings"], b["seconds"])
+        assert "report_to" not in json.dumps(a["settings"])
