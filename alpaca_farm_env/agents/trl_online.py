@@ -1,23 +1,16 @@
-"""What the methods on TRL's online trainers (``grpo`` on ``GRPOTrainer``, ``rloo`` on ``RLOOTrainer``) share: the
-config fields both trainers take, the reward scored through the env, the callback that writes ``metrics.csv``, keeps
-the policy of each save and calls the eval hook, and the agent plumbing around ``trainer.train()``.
+"""What ``grpo`` (TRL's ``GRPOTrainer``) and ``rloo`` (``RLOOTrainer``) share: their common config fields, the reward
+scored through the env, the callback that writes ``metrics.csv``, keeps each save's policy and calls the eval hook,
+and the agent plumbing around ``trainer.train()``.
 
-Data. The prompts are the rows of the ``unlabeled`` env (``AlpacaFarm-v0``) whose template fits
-``max_prompt_length`` tokens, as a ``datasets.Dataset`` of :func:`~alpaca_farm_env.envs.trl_dataset.as_trl_dataset`'s
-columns plus ``position`` (the row in the rollout env). TRL samples ``num_generations`` completions per prompt.
-
-Reward. TRL calls :class:`EnvReward` with each batch of completions: they are stepped through a vector env over the
-same rows (``AlpacaFarmVectorEnv.from_env``: the env's split, reference and seed mode, the chosen reward), so a
-completion is scored exactly as PPO's rollouts are (one batched reward call per batch, each episode its own reward
-seed). The reward is the constructor's ``reward=`` / ``reward_kwargs=``, else the ``reward`` stage (the trained reward
-model), else the env's own; the evaluator's judge is refused (``envs.reward_info.reward_judges_like``).
-
-Output dir. TRL's resume checkpoints go to ``<output_dir>/trainer`` every ``save_steps`` (the last one kept; a rerun
-resumes from it, steps logged after it are redone once); with ``keep_checkpoints`` each save also keeps the policy in
-``<output_dir>/checkpoints/step_<k>`` (the LoRA adapter only with ``use_peft``) for the benchmark's checkpoint
-selection. ``metrics.csv`` has a row per optimizer step (TRL's logged metrics), ``eval.csv`` a row per ``eval_steps``
-(the eval hook's metrics); at the end ``model/`` (LoRA merged) and ``summary.json``, and a rerun on the finished
-``output_dir`` loads the model instead of training again (``fit.json`` refuses a dir of another run).
+Data: the ``unlabeled`` env's rows whose prompt fits ``max_prompt_length`` tokens, in the columns of
+:func:`~alpaca_farm_env.envs.trl_dataset.as_trl_dataset` plus ``position`` (the row in the rollout env).
+Reward: TRL calls :class:`EnvReward` with each batch of completions, which steps them through a vector env over the same
+rows with the chosen reward (``AlpacaFarmVectorEnv.from_env``): one batched reward call, as PPO's rollouts. The reward
+is the constructor's ``reward=``, else the ``reward`` stage, else the env's own; the evaluator's judge is refused.
+Output dir: TRL's resume checkpoints in ``trainer/`` every ``save_steps`` (a rerun resumes from the last, redoing the
+steps logged after it); with ``keep_checkpoints`` the policy of each save in ``checkpoints/step_<k>`` (the LoRA adapter
+only with ``use_peft``); ``metrics.csv`` (a row per optimizer step), ``eval.csv`` (the eval hook's); at the end
+``model/`` (LoRA merged) and ``summary.json``, which a rerun loads (``fit.json`` refuses a dir of another run).
 """
 from __future__ import annotations
 
@@ -36,6 +29,7 @@ from ..envs.reward_info import reward_judges_like
 from ..envs.vector_env import AlpacaFarmVectorEnv
 from ..rl.rollout import env_rows, is_alpaca_farm_env
 from ..rl.trainer import run_key
+from ..tracking import check_report_to, trl_tracking
 from ..utils import atomic_write_text
 from .common import as_config, check_output_dir, policy_fingerprint, reward_of_stage
 from .sft import BaseAgent
@@ -44,7 +38,7 @@ __all__ = ["EnvReward", "TRLOnlineAgent", "TRLOnlineConfig", "kept_steps_of"]
 
 KEPT_DIR = "checkpoints"
 NOT_TRL = frozenset({"bf16", "gradient_checkpointing", "eval_steps", "keep_checkpoints", "max_prompt_length",
-                     "stop_after", "use_peft", "lora_r", "lora_alpha", "lora_dropout"})
+                     "stop_after", "use_peft", "lora_r", "lora_alpha", "lora_dropout", "report_to"})
 """Config fields that are not passed to the TRL config as they are (resolved, renamed, or ours)."""
 
 
@@ -127,9 +121,13 @@ class TRLOnlineConfig:
     keep_checkpoints: bool = False
     """*Ours*: keep the policy of each save in ``output_dir/checkpoints/step_<k>`` (the benchmark's ``select``)."""
     report_to: str = "none"
-    """Where TRL logs besides ``metrics.csv`` (``none``, ``tensorboard``, ``wandb``), passed through. TRL: none."""
+    """Where TRL also logs (``none``, ``tensorboard``, ``wandb``; ``alpaca_farm_env.tracking``: TensorBoard in
+    ``<output_dir>/runs/<method>``); not part of the run key. TRL: none."""
     stop_after: int | None = None
     """*Ours*: stop after this many steps without saving there (tests of resume); not part of the run key."""
+
+    def __post_init__(self) -> None:
+        check_report_to(self.report_to)
 
     @property
     def total_steps(self) -> int:
@@ -296,9 +294,8 @@ class TRLOnlineAgent(BaseAgent):
         rows = self._prompt_rows(env, start.tokenizer)
         scorer = EnvReward(env, rows, spec, kwargs, self.config.seed)
         self.reward_name = str(getattr(scorer.backend, "name", spec))
-        # where the metrics are also reported does not change the run: report_to is not part of its key
-        self.key = run_key(self.name, dataclasses.replace(self.config, report_to="none"), spec, kwargs,
-                           f"{start.name}:{policy_fingerprint(start)}", len(rows), _world_size())
+        self.key = run_key(self.name, self.config, spec, kwargs, f"{start.name}:{policy_fingerprint(start)}",
+                           len(rows), _world_size())
         out = self.output_dir = Path(output_dir)
         check_output_dir(out, {"method": self.name, "key": self.key})
         if (out / "summary.json").is_file() and (out / "model").is_dir():  # finished: load, do not train again
@@ -364,20 +361,21 @@ class TRLOnlineAgent(BaseAgent):
             if not (ref / "config.json").is_file():
                 start.model.save_pretrained(ref)
             model.config._name_or_path = str(ref)
-        trainer = getattr(trl, self.TRAINER)(
-            model=model, reward_funcs=scorer, args=self._trl_args(out / "trainer", start),
-            train_dataset=data, processing_class=start.tokenizer, peft_config=peft,
-            callbacks=[_callback_class()(self)])
-        if not self.progress:
-            from transformers import PrinterCallback
+        with trl_tracking(cfg.report_to, out, self.name, resume_from=last) as report_to:
+            trainer = getattr(trl, self.TRAINER)(
+                model=model, reward_funcs=scorer, args=self._trl_args(out / "trainer", start, report_to),
+                train_dataset=data, processing_class=start.tokenizer, peft_config=peft,
+                callbacks=[_callback_class()(self)])
+            if not self.progress:
+                from transformers import PrinterCallback
 
-            trainer.remove_callback(PrinterCallback)
-        self._training = Policy(trainer.model, start.tokenizer, name=f"{start.name}:{self.name}")
-        trainer.model.train()  # Policy() switched it to eval mode
-        try:
-            trainer.train(resume_from_checkpoint=last)
-        finally:
-            self._training = None
+                trainer.remove_callback(PrinterCallback)
+            self._training = Policy(trainer.model, start.tokenizer, name=f"{start.name}:{self.name}")
+            trainer.model.train()  # Policy() switched it to eval mode
+            try:
+                trainer.train(resume_from_checkpoint=last)
+            finally:
+                self._training = None
         if trainer.state.global_step < cfg.max_steps:
             return None  # stopped at stop_after: the last checkpoint stays for the rerun
         model = trainer.model.merge_and_unload() if cfg.use_peft else trainer.model
@@ -386,9 +384,10 @@ class TRLOnlineAgent(BaseAgent):
         self._save(trained, out, trainer.state.global_step, len(rows))
         return trained
 
-    def _trl_args(self, folder: Path, start: Any) -> Any:
+    def _trl_args(self, folder: Path, start: Any, report_to: Any) -> Any:
         """TRL's config (``TRL_CONFIG``) for ``config``: its TRL fields as they are, bf16 resolved (only on a GPU
-        that supports it), checkpoints in ``folder`` (the last one kept), a log entry per optimizer step."""
+        that supports it), checkpoints in ``folder`` (the last one kept), a log entry per optimizer step, the
+        trackers ``report_to`` (:func:`~alpaca_farm_env.tracking.trl_tracking`'s)."""
         import torch
         import trl
 
@@ -398,7 +397,8 @@ class TRLOnlineAgent(BaseAgent):
             bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_TRL}
         return getattr(trl, self.TRL_CONFIG)(
-            output_dir=str(folder), **fields, bf16=bool(bf16), activation_checkpointing=cfg.gradient_checkpointing,
+            output_dir=str(folder), **fields, report_to=report_to, bf16=bool(bf16),
+            activation_checkpointing=cfg.gradient_checkpointing,
             save_strategy="steps", save_total_limit=1, logging_steps=1, disable_tqdm=not self.progress,
             dataloader_num_workers=0, dataloader_pin_memory=device.type == "cuda", use_cpu=device.type == "cpu")
 
@@ -432,7 +432,7 @@ class TRLOnlineAgent(BaseAgent):
 
     # ------------------------------------------------------------------------------------------------ results
     def _save(self, trained: Any, out: Path, steps: int, n_prompts: int) -> None:
-        """Write ``model/`` (atomically), ``summary.json``; drop the resume checkpoints."""
+        """Write ``model/`` (atomically), ``summary.json``; drop the resume checkpoints and the saved reference."""
         tmp = out / "model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         trained.model.save_pretrained(tmp)

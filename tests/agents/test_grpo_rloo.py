@@ -12,8 +12,8 @@ import torch
 
 import alpaca_farm_env  # noqa: F401  (registers the envs)
 from alpaca_farm_env.agents import make_agent
-from alpaca_farm_env.agents.grpo import GRPOAgent
-from alpaca_farm_env.agents.rloo import RLOOAgent
+from alpaca_farm_env.agents.grpo import GRPOAgent, GRPOConfig
+from alpaca_farm_env.agents.rloo import RLOOAgent, RLOOConfig
 from alpaca_farm_env.models import tiny_llama
 from alpaca_farm_env.rewards import register_reward
 
@@ -135,6 +135,31 @@ def test_checkpoint_schedule_is_known_before_training():
     assert GRPOAgent.checkpoint_schedule({"max_steps": 50, "save_steps": 20}) == [20, 40, 50]
     assert RLOOAgent.checkpoint_schedule() == list(range(20, 390, 20)) + [390]
     assert GRPOAgent.CONFIG_CLASS().total_steps == 390  # the name the benchmark's messages use
+
+
+@pytest.mark.slow
+def test_report_to_tensorboard_logs_the_metrics_csv_rows(data_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    agent = make_agent("grpo", policy=tiny_llama(seed=0), config=config(max_steps=2, report_to="tensorboard"))
+    agent.fit({"unlabeled": env(data_dir)}, output_dir=str(tmp_path))
+    acc = EventAccumulator(str(tmp_path / "runs" / "grpo"), size_guidance={"scalars": 0})
+    acc.Reload()
+    logged = {e.step: e.value for e in acc.Scalars("train/reward")}
+    assert logged == pytest.approx({int(r["step"]): float(r["reward"]) for r in rows(tmp_path / "metrics.csv")})
+
+
+def test_config_fields_are_checked_before_training():
+    from alpaca_farm_env.errors import ConfigError
+    from alpaca_farm_env.validation import check_fields
+
+    check_fields(GRPOConfig, {"top_k": 0, "eval_steps": 0, "epsilon_high": None, "report_to": "tensorboard"}, "p")
+    with pytest.raises(ConfigError, match="num_generations: must be >= 2"):
+        check_fields(GRPOConfig, {"num_generations": 1}, "p")
+    with pytest.raises(ConfigError, match="did you mean 'num_generations'"):
+        check_fields(RLOOConfig, {"num_generation": 2}, "p")
+    with pytest.raises(ConfigError, match="report_to: unknown tracker 'tb'"):
+        check_fields(RLOOConfig, {"report_to": "tb"}, "p")
 
 
 def test_refuses_the_evaluator_as_reward(data_dir, tmp_path):
