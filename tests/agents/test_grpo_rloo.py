@@ -132,9 +132,16 @@ def test_kept_checkpoints_load_as_policies(method, peft, data_dir, tmp_path):
 
 
 def test_checkpoint_schedule_is_known_before_training():
+    from alpaca_farm_env.benchmark.selection import check_select
+    from alpaca_farm_env.errors import ConfigError
+
     assert GRPOAgent.checkpoint_schedule({"max_steps": 50, "save_steps": 20}) == [20, 40, 50]
     assert RLOOAgent.checkpoint_schedule() == list(range(20, 390, 20)) + [390]
-    assert GRPOAgent.CONFIG_CLASS().total_steps == 390  # the name the benchmark's messages use
+    # the benchmark checks a method's select before any compute
+    given = {"select": "step:7", "config": {"max_steps": 10, "save_steps": 5}}
+    with pytest.raises(ConfigError, match=r"keeps checkpoints at steps \[5, 10\] \(save_steps 5, total_steps 10\)"):
+        check_select("grpo", given, GRPOAgent, "preset")
+    check_select("rloo", {**given, "select": "step:5"}, RLOOAgent, "preset")
 
 
 @pytest.mark.slow
