@@ -306,6 +306,8 @@ PAPER_ROWS = [  # (source, dotted key of configs/paper.yaml, reference value)
     (DPO_SH + " (DPOTrainingConfig)", "methods.dpo", {}),
     (PPO_SH + " (PPOConfig)", "methods.ppo", {}),
     (QUARK_SH + " (QuarkConfig)", "methods.quark", {}),
+    ("beyond the paper: huggingface/trl trl/trainer/grpo_config.py (GRPOConfig)", "methods.grpo", {}),
+    ("beyond the paper: huggingface/trl trl/trainer/rloo_config.py (RLOOConfig)", "methods.rloo", {}),
     ("alpaca_noisy_multi_preference: p_sim^ann, the pool with 25% label flips", "stages.preferences.annotator",
      "alpaca_farm_pool_noisy"),
     (PAPER + " Sec. 4.1: pairs sampled at temperature 1.0", "stages.preferences.temperature", 1.0),
