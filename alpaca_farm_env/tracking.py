@@ -178,20 +178,24 @@ def trl_tracking(report_to: str, output_dir: str | os.PathLike, run_name: str,
     names = check_report_to(report_to, installed=True)
     env: dict[str, str] = {}
     folder = log_dir(output_dir) / run_name
+    main = _is_main_process() if names else False  # TRL's callbacks write on the main process only
     if "tensorboard" in names:
         env["TENSORBOARD_LOGGING_DIR"] = str(folder)
         done = re.search(r"checkpoint-(\d+)$", str(resume_from or ""))
-        if done:  # an event file whose purge marker hides the events logged after the checkpoint
+        if done and main:  # an event file whose purge marker hides the events logged after the checkpoint
             from torch.utils.tensorboard import SummaryWriter
 
             SummaryWriter(str(folder), purge_step=int(done.group(1)) + 1).close()
-    from accelerate import PartialState
-
-    runs = _start(["wandb"], output_dir, run_name, None, 0) if "wandb" in names and PartialState().is_main_process \
-        else []
+    runs = _start(["wandb"], output_dir, run_name, None, 0) if "wandb" in names and main else []
     try:
         with _environment(env):
             yield names or "none"
     finally:
         for run in runs:
             run.finish()
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process

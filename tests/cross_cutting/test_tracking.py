@@ -213,31 +213,41 @@ def test_ppo_events_are_its_metrics_and_eval_rows(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_reward_model_events_are_trls_logged_losses(tmp_path):
+def test_reward_model_events_are_trls_logged_losses_after_a_resume(tmp_path):
     """TRL's report_to: its TensorBoard callback writes the loss of every logged step, beside the model (and, at the
-    end, TRL's summary of the run: train/epoch again, train/train_loss, ...)."""
+    end, TRL's summary of the run: train/epoch again, train/train_loss, ...). A run killed after logging step 3 (its
+    checkpoint is step 2) and resumed shows each step once."""
     rows_ = [{"instruction": f"Write {i}.", "input": "", "output_1": f"excellent {i}" if i % 2 else f"bad {i}",
               "output_2": f"bad {i}" if i % 2 else f"excellent {i}", "preference": 1 if i % 2 else 2}
              for i in range(24)]
-    seen = []
+    seen: dict[int, float] = {}
 
     class Logged(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
-                seen.append((state.global_step, float(logs["loss"])))
+                seen[state.global_step] = float(logs["loss"])
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 4:  # step 3 logged, the last checkpoint is step 2
+                raise KeyboardInterrupt("killed")
 
     backbone = rm.tiny_reward_model(tmp_path / "backbone")
-    out = rm.train_reward_model(rows_, str(backbone), tmp_path / "rm", n_eval=0, learning_rate=1e-3,
-                                per_device_train_batch_size=4, gradient_accumulation_steps=1, logging_steps=1,
-                                report_to="tensorboard", progress=False, callbacks=[Logged()])
+    kw = dict(n_eval=0, learning_rate=1e-3, per_device_train_batch_size=4, gradient_accumulation_steps=1,
+              logging_steps=1, save_steps=2, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        rm.train_reward_model(rows_, str(backbone), tmp_path / "rm", report_to="tensorboard",
+                              callbacks=[Logged(), Kill()], **kw)
+    assert sorted(scalars(tmp_path / "rm.work" / "runs" / "reward_model")["train/loss"]) == [1, 2, 3]
+    out = rm.train_reward_model(rows_, str(backbone), tmp_path / "rm", report_to="tensorboard", callbacks=[Logged()],
+                                **kw)
+    assert rm.reward_model_summary(out)["resumed_from"] == "checkpoint-2"
     events = scalars(out / "runs" / "reward_model", once=("train/loss",))
-    assert [s for s, _ in seen] == list(range(1, 7))
-    assert events["train/loss"] == {s: pytest.approx(v, rel=1e-6) for s, v in seen}
+    assert sorted(seen) == list(range(1, 7))
+    assert events["train/loss"] == {s: pytest.approx(v, rel=1e-6) for s, v in seen.items()}
     assert not (tmp_path / "rm.work").exists()
     # the same inputs without tracking: the finished model, not a refusal
-    assert rm.train_reward_model(rows_, str(backbone), tmp_path / "rm", n_eval=0, learning_rate=1e-3,
-                                 per_device_train_batch_size=4, gradient_accumulation_steps=1, logging_steps=1,
-                                 progress=False) == out
+    assert rm.train_reward_model(rows_, str(backbone), tmp_path / "rm", **kw) == out
 
 
 @pytest.mark.slow
