@@ -211,6 +211,20 @@ def test_ppo_events_are_its_metrics_and_eval_rows(data_dir, tmp_path):
     assert events["eval_reward_mean"] == {2: pytest.approx(float(evals[0]["eval_reward_mean"]), rel=1e-5)}
     assert agent.trainer.accelerator.trackers == []  # finished and handed back after the fit
 
+    # an accelerator of the user's, with its own tracker: it receives the same rows (here report_to is "none")
+    from accelerate import Accelerator
+
+    mine = Accelerator(cpu=True, log_with="tensorboard", project_dir=str(tmp_path / "mine"))
+    mine.init_trackers("user")
+    again = make_agent("ppo", policy=tiny_llama(seed=0), config={**config, "report_to": "none"}, max_new_tokens=8,
+                       accelerator=mine)
+    again.fit({"unlabeled": env}, output_dir=str(tmp_path / "again"))
+    mine.get_tracker("tensorboard").finish()
+    assert not (tmp_path / "again" / "runs").exists()
+    theirs = scalars(tmp_path / "mine" / "user")
+    for r in rows(tmp_path / "again" / "metrics.csv"):
+        assert theirs["reward_mean"][int(r["step"])] == pytest.approx(float(r["reward_mean"]), rel=1e-5)
+
 
 @pytest.mark.slow
 def test_reward_model_events_are_trls_logged_losses_after_a_resume(tmp_path):
