@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
     p.add_argument("--reward", help="reward backend for reranking methods such as best_of_n (never the evaluator)")
     p.add_argument("--n", type=int, dest="best_of", help="samples per instruction for best_of_n")
     p.add_argument("--max-new-tokens", type=int, help="override the preset's max new tokens")
+    p.add_argument("--report-to", choices=["none", "tensorboard", "wandb"],
+                   help="log every stage's and method's training to this tracker too (docs/tracking.md; CSV always)")
     p.add_argument("--runs-root", help="where run dirs and leaderboard.json live (default: the preset's, 'runs')")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--dry-run", action="store_true", help="check everything, print the plan (stages to build or "
@@ -62,6 +64,8 @@ def resolve_config(args):
         flags.append("--max-new-tokens")
     if args.runs_root:
         cfg.runs_root = args.runs_root
+    if args.report_to:  # tracking never changes a run's outputs or keys
+        cfg.report_to = args.report_to
     for name, kw in cfg.methods.items():
         if args.reward and (name == "best_of_n" or "reward" in kw):
             kw["reward"] = args.reward
