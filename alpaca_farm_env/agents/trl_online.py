@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from ..csvlog import CSVLogger
-from ..envs.reward_info import reward_judges_like
+from ..envs.reward_info import learning_reward
 from ..envs.vector_env import AlpacaFarmVectorEnv
 from ..rl.rollout import env_rows, is_alpaca_farm_env
 from ..rl.trainer import run_key
@@ -306,19 +306,8 @@ class TRLOnlineAgent(BaseAgent):
             self._policy, self.fitted = trained, True
 
     def _choose_reward(self, env: Any, stage: tuple[Any, dict[str, Any]] | None) -> tuple[Any, dict[str, Any]]:
-        """Returns ``(spec, kwargs)`` of the reward to learn from: the constructor's, else the stage's, else the env's
-        own; the evaluator's judge is refused (optimising against it would overstate the gain)."""
-        base = getattr(env, "unwrapped", env)
-        if self.reward_override is not None:
-            spec, kwargs = self.reward_override
-        elif stage is not None:
-            spec, kwargs = stage[0], dict(stage[1] or {})
-        else:
-            spec, kwargs = base.reward_spec, dict(base.reward_kwargs or {})
-        if reward_judges_like(spec, kwargs, self.evaluator, data_dir=getattr(base, "data_dir", None)):
-            raise ValueError(f"{self.name} would learn from the evaluator's judge; that overstates the gain. Use the "
-                             "trained reward model (the reward stage) or another reward backend")
-        return spec, kwargs
+        """Returns ``(spec, kwargs)`` of the reward to learn from (:func:`~..envs.reward_info.learning_reward`)."""
+        return learning_reward(env, self.reward_override, stage, self.evaluator, self.name)
 
     def _prompt_rows(self, env: Any, tokenizer: Any) -> list[dict[str, Any]]:
         """The env's rows whose prompt fits ``max_prompt_length`` tokens (all when it is None)."""

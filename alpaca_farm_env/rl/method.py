@@ -31,7 +31,7 @@ import os
 from dataclasses import asdict
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
-from ..envs.reward_info import reward_judges_like
+from ..envs.reward_info import learning_reward
 from .rollout import is_alpaca_farm_env
 from .trainer import RLTrainer, saved_steps
 
@@ -152,19 +152,8 @@ class RLMethod(abc.ABC):
             self._policy, self.fitted = trained, True
 
     def _choose_reward(self, env: Any, stage: tuple[Any, dict[str, Any]] | None) -> tuple[Any, dict[str, Any]]:
-        """Returns ``(spec, kwargs)`` of the reward to learn from: the constructor's, else the stage's, else the env's
-        own; the evaluator's judge is refused (optimising against it would overstate the gain)."""
-        base = getattr(env, "unwrapped", env)
-        if self.reward_override is not None:
-            spec, kwargs = self.reward_override
-        elif stage is not None:
-            spec, kwargs = stage[0], dict(stage[1] or {})
-        else:  # the env's own reward
-            spec, kwargs = base.reward_spec, dict(base.reward_kwargs or {})
-        if reward_judges_like(spec, kwargs, self.evaluator, data_dir=getattr(base, "data_dir", None)):
-            raise ValueError(f"{self.name} would learn from the evaluator's judge; that overstates the gain. Use the "
-                             "trained reward model (the reward stage) or another reward backend")
-        return spec, kwargs
+        """Returns ``(spec, kwargs)`` of the reward to learn from (:func:`~..envs.reward_info.learning_reward`)."""
+        return learning_reward(env, self.reward_override, stage, self.evaluator, self.name)
 
     # ------------------------------------------------------------------------------------------------ protocol
     @property
