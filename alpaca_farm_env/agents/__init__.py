@@ -10,5 +10,6 @@ from . import ppo  # noqa: F401  (registers "ppo")
 from . import quark  # noqa: F401  (registers "quark")
 from . import grpo  # noqa: F401  (registers "grpo")
 from . import rloo  # noqa: F401  (registers "rloo")
+from . import online_dpo  # noqa: F401  (registers "online_dpo")
 
 __all__ = ["AGENTS", "Agent", "list_agents", "make_agent", "register_agent"]

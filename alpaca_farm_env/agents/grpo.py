@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .base import register_agent
-from .trl_online import TRLOnlineAgent, TRLOnlineConfig
+from .trl_online import TRLGroupConfig, TRLOnlineAgent
 
 
 @dataclass
-class GRPOConfig(TRLOnlineConfig):
-    """:class:`~.trl_online.TRLOnlineConfig`'s shared fields plus GRPO's own; defaults: huggingface/trl
+class GRPOConfig(TRLGroupConfig):
+    """:class:`~.trl_online.TRLGroupConfig`'s fields plus GRPO's own; defaults: huggingface/trl
     ``trl/trainer/grpo_config.py`` ``GRPOConfig`` (TRL 1.16), which ``trl/scripts/grpo.py`` runs with."""
 
     num_generations: int = 8

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .base import register_agent
-from .trl_online import TRLOnlineAgent, TRLOnlineConfig
+from .trl_online import TRLGroupConfig, TRLOnlineAgent
 
 
 @dataclass
-class RLOOConfig(TRLOnlineConfig):
-    """:class:`~.trl_online.TRLOnlineConfig`'s shared fields plus RLOO's own; defaults: huggingface/trl
+class RLOOConfig(TRLGroupConfig):
+    """:class:`~.trl_online.TRLGroupConfig`'s fields plus RLOO's own; defaults: huggingface/trl
     ``trl/trainer/rloo_config.py`` ``RLOOConfig`` (TRL 1.16), which ``trl/scripts/rloo.py`` runs with."""
 
     num_generations: int = 2

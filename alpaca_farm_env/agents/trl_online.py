@@ -1,6 +1,6 @@
-"""What ``grpo`` (TRL's ``GRPOTrainer``) and ``rloo`` (``RLOOTrainer``) share: their common config fields, the reward
-scored through the env, the callback that writes ``metrics.csv``, keeps each save's policy and calls the eval hook,
-and the agent plumbing around ``trainer.train()``.
+"""What ``grpo`` (TRL's ``GRPOTrainer``), ``rloo`` (``RLOOTrainer``) and ``online_dpo`` (``OnlineDPOTrainer``) share:
+the reward scored through the env, the callback that writes ``metrics.csv``, keeps each save's policy and calls the
+eval hook, and the agent plumbing around ``trainer.train()``; their configs are in :mod:`~.trl_config`.
 
 Data: the ``unlabeled`` env's rows whose prompt fits ``max_prompt_length`` tokens, in the columns of
 :func:`~alpaca_farm_env.envs.trl_dataset.as_trl_dataset` plus ``position`` (the row in the rollout env).
@@ -20,7 +20,6 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
@@ -29,116 +28,15 @@ from ..envs.reward_info import learning_reward
 from ..envs.vector_env import AlpacaFarmVectorEnv
 from ..rl.rollout import env_rows, is_alpaca_farm_env
 from ..rl.trainer import run_key
-from ..tracking import check_report_to, trl_tracking
+from ..tracking import trl_tracking
 from ..utils import atomic_write_text
 from .common import as_config, check_output_dir, policy_fingerprint, reward_of_stage
 from .sft import BaseAgent
+from .trl_config import NOT_TRL, TRLGroupConfig, TRLOnlineConfig, kept_steps_of
 
-__all__ = ["EnvReward", "TRLOnlineAgent", "TRLOnlineConfig", "kept_steps_of"]
+__all__ = ["EnvReward", "TRLGroupConfig", "TRLOnlineAgent", "TRLOnlineConfig", "kept_steps_of"]
 
 KEPT_DIR = "checkpoints"
-NOT_TRL = frozenset({"bf16", "gradient_checkpointing", "eval_steps", "keep_checkpoints", "max_prompt_length",
-                     "stop_after", "use_peft", "lora_r", "lora_alpha", "lora_dropout", "report_to"})
-"""Config fields that are not passed to the TRL config as they are (resolved, renamed, or ours)."""
-
-
-@dataclass
-class TRLOnlineConfig:
-    """The fields GRPO and RLOO share, named as TRL names them. Defaults: huggingface/trl ``trl/trainer/
-    grpo_config.py`` / ``rloo_config.py`` (TRL 1.16; the configs ``trl/scripts/grpo.py`` and ``trl/scripts/rloo.py``
-    run with), else their base ``transformers.TrainingArguments``; fields marked *ours* have no TRL counterpart, and
-    the few defaults that differ say why."""
-
-    RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {"eval_steps": (0, None), "top_k": (0, None),
-                                                                       "num_generations": (2, None)}
-    """``eval_steps`` 0: no periodic eval; ``top_k`` 0: no top-k filter; a group needs at least 2 completions."""
-
-    learning_rate: float = 1e-6
-    """AdamW learning rate, the peak of the schedule. TRL: 1e-6."""
-    lr_scheduler_type: str = "linear"
-    """Learning-rate schedule. ``TrainingArguments``: linear."""
-    warmup_steps: int = 0
-    """Optimizer steps of linear warm-up. ``TrainingArguments``: 0."""
-    weight_decay: float = 0.0
-    """AdamW weight decay. ``TrainingArguments``: 0."""
-    adam_epsilon: float = 1e-8
-    """AdamW epsilon. ``TrainingArguments``: 1e-8."""
-    max_grad_norm: float = 1.0
-    """Gradient-norm clip. ``TrainingArguments``: 1.0."""
-    per_device_train_batch_size: int = 8
-    """Completions per device per micro-batch (``num_generations`` of them share a prompt). ``TrainingArguments``:
-    8."""
-    gradient_accumulation_steps: int = 1
-    """Micro-batches per optimizer step (and per generation batch). ``TrainingArguments``: 1."""
-    max_steps: int = 390
-    """Optimizer steps of the run. TRL runs ``num_train_epochs`` (3) over the dataset instead; a fixed count lets the
-    steps a run keeps be known before it starts (the benchmark checks ``select: step:<k>`` first). 390: PPO's
-    ``total_steps`` (tatsu-lab/alpaca_farm ``examples/scripts/rlhf_ppo.sh``), so the RL methods share a step axis."""
-    num_generations: int = 8
-    """Completions sampled per prompt (the group). GRPO: 8 (RLOO: 2)."""
-    max_completion_length: int = 512
-    """Most tokens sampled per completion. TRL: 512."""
-    temperature: float = 1.0
-    """Sampling temperature of the completions. TRL: 1.0."""
-    top_p: float = 1.0
-    """Nucleus sampling of the completions. TRL: 1.0."""
-    top_k: int = 0
-    """Top-k sampling of the completions (0: off). TRL: 0."""
-    beta: float = 0.0
-    """KL coefficient towards the starting policy (0: no reference model). GRPO: 0.0 (RLOO: 0.05)."""
-    num_iterations: int = 1
-    """Optimisation passes over each generation batch (mu). TRL: 1."""
-    epsilon: float = 0.2
-    """Clip range of the importance ratio. TRL: 0.2."""
-    epsilon_high: float | None = None
-    """Upper clip bound (None: ``epsilon``). TRL: None."""
-    mask_truncated_completions: bool = False
-    """Leave completions cut at ``max_completion_length`` out of the loss. TRL: False."""
-    seed: int = 42
-    """Seed of initialisation, prompt order and sampling. ``TrainingArguments``: 42."""
-    max_prompt_length: int | None = 192
-    """*Ours*: prompts longer than this many tokens are dropped (None: none), as PPO's ``query_len`` drops them
-    (tatsu-lab/alpaca_farm ``examples/rlhf_ppo.py``: 192), so the RL methods train on the same prompts; TRL 1.x
-    truncates no prompt."""
-    bf16: bool | None = None
-    """bf16 mixed precision; None: on a GPU that supports it, never on CPU. TRL: True unless fp16 (slow on CPU)."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass. TRL: True; off here, as for DPO: it only trades speed for
-    memory."""
-    use_peft: bool = False
-    """Train a LoRA adapter instead of the full model (``trl/trainer/model_config.py`` ``ModelConfig``: False)."""
-    lora_r: int = 16
-    """LoRA rank with ``use_peft``. ``ModelConfig``: 16."""
-    lora_alpha: int = 32
-    """LoRA alpha with ``use_peft``. ``ModelConfig``: 32."""
-    lora_dropout: float = 0.05
-    """LoRA dropout with ``use_peft``. ``ModelConfig``: 0.05."""
-    save_steps: int = 20
-    """A resume checkpoint (and, with ``keep_checkpoints``, a kept policy) every this many steps and at the end.
-    ``TrainingArguments``: 500; 20 as PPO (``rlhf_ppo.sh``), so the kept steps are PPO's."""
-    eval_steps: int = 20
-    """*Ours*: the agent's ``eval_hook`` every this many steps, logged to ``eval.csv`` (0: none), as PPO."""
-    keep_checkpoints: bool = False
-    """*Ours*: keep the policy of each save in ``output_dir/checkpoints/step_<k>`` (the benchmark's ``select``)."""
-    report_to: str = "none"
-    """Where TRL also logs (``none``, ``tensorboard``, ``wandb``; ``alpaca_farm_env.tracking``: TensorBoard in
-    ``<output_dir>/runs/<method>``); not part of the run key. TRL: none."""
-    stop_after: int | None = None
-    """*Ours*: stop after this many steps without saving there (tests of resume); not part of the run key."""
-
-    def __post_init__(self) -> None:
-        check_report_to(self.report_to)
-
-    @property
-    def total_steps(self) -> int:
-        """The run's optimizer steps (``max_steps``), under the name the benchmark's messages use."""
-        return self.max_steps
-
-
-def kept_steps_of(config: TRLOnlineConfig) -> list[int]:
-    """Returns the steps at which a run of ``config`` saves (every ``save_steps``-th and the last, ``max_steps``)."""
-    total, every = int(config.max_steps), max(1, int(config.save_steps))
-    return sorted(set(range(every, total + 1, every)) | ({total} if total > 0 else set()))
 
 
 class EnvReward:
@@ -213,10 +111,16 @@ class TRLOnlineAgent(BaseAgent):
     }
     STAGES: ClassVar[tuple[str, ...]] = ("policy", "reward", "output_dir")
     CONFIG_CLASS: ClassVar[type] = TRLOnlineConfig
-    TRAINER: ClassVar[str] = ""  # the trl class names, e.g. "GRPOTrainer" and "GRPOConfig"
+    TRL_MODULE: ClassVar[str] = "trl"  # where TRAINER and TRL_CONFIG are, e.g. "GRPOTrainer" and "GRPOConfig"
+    TRAINER: ClassVar[str] = ""
     TRL_CONFIG: ClassVar[str] = ""
     CSV_FIELDS: ClassVar[tuple[str, ...]] = ("reward", "reward_std", "kl", "entropy", "completions/mean_length",
                                              "completions/clipped_ratio", "loss", "grad_norm", "learning_rate")
+    LOGGED_AS: ClassVar[dict[str, str]] = {}
+    """The TRL log key of a ``metrics.csv`` column whose name differs (``reward`` is the env's mean reward)."""
+    REFERENCE_FROM_PATH: ClassVar[bool] = True
+    """The trainer loads its reference policy from the model's ``name_or_path`` when ``beta`` is not 0 (GRPO, RLOO);
+    otherwise it copies the model itself."""
 
     def __init__(self, policy: Any = None, *, config: Any = None, reward: Any = None,
                  reward_kwargs: dict[str, Any] | None = None, evaluate: Callable[[Any], Mapping[str, float]] | None
@@ -320,7 +224,8 @@ class TRLOnlineAgent(BaseAgent):
     def _train(self, start: Any, rows: list[dict[str, Any]], scorer: EnvReward, out: Path) -> Any:
         """Build TRL's trainer over a copy of the start policy, train (resuming from the last checkpoint in
         ``out/trainer``) and save; returns the trained Policy, or None when ``stop_after`` stopped the run."""
-        import trl
+        import importlib
+
         from datasets import Dataset
         from transformers.trainer_utils import get_last_checkpoint
 
@@ -344,14 +249,14 @@ class TRLOnlineAgent(BaseAgent):
             peft = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                               target_modules="all-linear", task_type="CAUSAL_LM")
         model = copy.deepcopy(start.model)  # the stage's policy is shared with other methods
-        if cfg.beta != 0.0 and not cfg.use_peft:
+        if self.REFERENCE_FROM_PATH and cfg.beta != 0.0 and not cfg.use_peft:
             # TRL loads the reference policy from the model's name_or_path: the start policy, saved once
             ref = out / "reference"
             if not (ref / "config.json").is_file():
                 start.model.save_pretrained(ref)
             model.config._name_or_path = str(ref)
         with trl_tracking(cfg.report_to, out, self.name, resume_from=last) as report_to:
-            trainer = getattr(trl, self.TRAINER)(
+            trainer = getattr(importlib.import_module(self.TRL_MODULE), self.TRAINER)(
                 model=model, reward_funcs=scorer, args=self._trl_args(out / "trainer", start, report_to),
                 train_dataset=data, processing_class=start.tokenizer, peft_config=peft,
                 callbacks=[_callback_class()(self)])
@@ -377,15 +282,16 @@ class TRLOnlineAgent(BaseAgent):
         """TRL's config (``TRL_CONFIG``) for ``config``: its TRL fields as they are, bf16 resolved (only on a GPU
         that supports it), checkpoints in ``folder`` (the last one kept), a log entry per optimizer step, the
         trackers ``report_to`` (:func:`~alpaca_farm_env.tracking.trl_tracking`'s)."""
+        import importlib
+
         import torch
-        import trl
 
         cfg, device = self.config, start.device
         bf16 = cfg.bf16
         if bf16 is None:
             bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_TRL}
-        return getattr(trl, self.TRL_CONFIG)(
+        return getattr(importlib.import_module(self.TRL_MODULE), self.TRL_CONFIG)(
             output_dir=str(folder), **fields, report_to=report_to, bf16=bool(bf16),
             activation_checkpointing=cfg.gradient_checkpointing,
             save_strategy="steps", save_total_limit=1, logging_steps=1, disable_tqdm=not self.progress,
@@ -394,7 +300,8 @@ class TRLOnlineAgent(BaseAgent):
     # ------------------------------------------------------------------------------------------------ callbacks
     def _record(self, step: int, logs: Mapping[str, Any], model: Any) -> None:
         """A row of ``metrics.csv`` and ``history`` for ``step``; the eval hook on every ``eval_steps``-th step."""
-        row = {"step": step, **{k: logs[k] for k in self.CSV_FIELDS if k in logs}}
+        named = {k: self.LOGGED_AS.get(k, k) for k in self.CSV_FIELDS}
+        row = {"step": step, **{k: logs[key] for k, key in named.items() if key in logs}}
         self.csv.log(row)
         self.history.append(row)
         every = self.config.eval_steps

@@ -133,7 +133,7 @@ def test_refuses_to_rerank_with_the_evaluator(preset_file, tmp_path, capsys):
 
 def test_presets_and_subset(data_dir):
     methods = ["base", "sft", "best_of_n", "expert_iteration", "binary_feedme", "binary_reward_conditioning", "dpo",
-               "ppo", "quark", "grpo", "rloo"]
+               "ppo", "quark", "grpo", "rloo", "online_dpo"]
     assert set(methods) <= set(list_agents())
     tiny, paper = load_preset("tiny"), load_preset("paper")
     assert tiny.policy == "smollm2-135m" and tiny.annotator == "pooled" and tiny.compare_to == "sft"

@@ -26,6 +26,7 @@ from alpaca_farm_env.agents.binary_reward_conditioning import RewardConditioning
 from alpaca_farm_env.agents.dpo import DPOTrainingConfig
 from alpaca_farm_env.agents.expert_iteration import ExpertIterationConfig
 from alpaca_farm_env.agents.grpo import GRPOConfig
+from alpaca_farm_env.agents.online_dpo import OnlineDPOConfig
 from alpaca_farm_env.agents.ppo import PPOConfig
 from alpaca_farm_env.agents.preference_collection import CollectionConfig
 from alpaca_farm_env.agents.quark import QuarkConfig
@@ -49,14 +50,21 @@ HF = "transformers.TrainingArguments default"
 PAPER = "paper (Dubois et al. 2023)"
 GRPO_CFG = "huggingface/trl trl/trainer/grpo_config.py GRPOConfig (TRL 1.16)"
 RLOO_CFG = "huggingface/trl trl/trainer/rloo_config.py RLOOConfig (TRL 1.16)"
+ODPO_CFG = "huggingface/trl trl/experimental/online_dpo/online_dpo_config.py OnlineDPOConfig (TRL 1.16)"
 TRL_MODEL = "huggingface/trl trl/trainer/model_config.py ModelConfig"
 
 
-def _trl_rows(src: str) -> list[tuple[str, str, Any]]:
+def _trl_group_rows(src: str) -> list[tuple[str, str, Any]]:
     """The rows GRPO and RLOO share: TRL's config (``src``), its TrainingArguments base, TRL's ModelConfig."""
-    return [(src, "learning_rate", 1e-6), (src, "max_completion_length", 512), (src, "temperature", 1.0),
-            (src, "top_p", 1.0), (src, "top_k", 0), (src, "num_iterations", 1), (src, "epsilon", 0.2),
-            (src, "epsilon_high", None), (src, "mask_truncated_completions", False), (src, "report_to", "none"),
+    return _trl_rows(src) + [
+        (src, "learning_rate", 1e-6), (src, "max_completion_length", 512), (src, "temperature", 1.0),
+        (src, "num_iterations", 1), (src, "epsilon", 0.2), (src, "epsilon_high", None),
+        (src, "mask_truncated_completions", False)]
+
+
+def _trl_rows(src: str) -> list[tuple[str, str, Any]]:
+    """The rows every TRL online method shares: TRL's config (``src``), its TrainingArguments base, ModelConfig."""
+    return [(src, "top_p", 1.0), (src, "top_k", 0), (src, "report_to", "none"),
             (src + " (base config: bf16 unless fp16)", "bf16", True),
             (src + " (base config)", "gradient_checkpointing", True),
             (src + " (num_train_epochs 3 over the dataset)", "max_steps", -1),
@@ -192,12 +200,17 @@ ROWS: dict[type, list[tuple[str, str, Any]]] = {
         (HF, "max_grad_norm", 1.0),
         (HF, "seed", 42),
     ],
-    GRPOConfig: _trl_rows(GRPO_CFG) + [
+    GRPOConfig: _trl_group_rows(GRPO_CFG) + [
         (GRPO_CFG, "num_generations", 8), (GRPO_CFG, "beta", 0.0), (GRPO_CFG, "loss_type", "dapo"),
         (GRPO_CFG, "scale_rewards", "group"),
     ],
-    RLOOConfig: _trl_rows(RLOO_CFG) + [
+    RLOOConfig: _trl_group_rows(RLOO_CFG) + [
         (RLOO_CFG, "num_generations", 2), (RLOO_CFG, "beta", 0.05), (RLOO_CFG, "normalize_advantages", False),
+    ],
+    OnlineDPOConfig: _trl_rows(ODPO_CFG) + [
+        (ODPO_CFG, "learning_rate", 5e-7), (ODPO_CFG, "temperature", 0.9), (ODPO_CFG, "max_new_tokens", 64),
+        (ODPO_CFG, "max_length", 512), (ODPO_CFG, "beta", [0.1]), (ODPO_CFG, "loss_type", "sigmoid"),
+        (ODPO_CFG, "missing_eos_penalty", None),
     ],
     CollectionConfig: [
         (PAPER + " Sec. 4.1: two samples from SFT10k at temperature 1.0", "temperature", 1.0),
@@ -215,7 +228,8 @@ DIFFERENCES: dict[tuple[type, str], tuple[Any, str]] = {
     (DPOTrainingConfig, "bf16"): (None, "bf16 where the GPU supports it, float32 on CPU (bf16 autocast is slow there)"),
     (RewardModelTrainingConfig, "bf16"): (None, "as DPO; TRL's bf16 default also fixed the process-wide precision"),
     (BestOfNConfig, "batch_size"): (8, "prompts per generate call: throughput only, outputs are seeded per batch"),
-    **{(c, f): d for c in (GRPOConfig, RLOOConfig) for f, d in {
+    (OnlineDPOConfig, "beta"): (0.1, "one value: TRL's list holds one per epoch, and the run is counted in steps"),
+    **{(c, f): d for c in (GRPOConfig, RLOOConfig, OnlineDPOConfig) for f, d in {
         "bf16": (None, "bf16 where the GPU supports it, float32 on CPU (as DPO)"),
         "gradient_checkpointing": (False, "off as for DPO: it only trades speed for memory"),
         "max_steps": (390, "a step count, so the kept steps are known before training; PPO's total_steps"),
@@ -236,7 +250,7 @@ OURS_ANY = {
     "eval_batch_size": "held-out scoring batch: throughput only",
     "save_candidates": "also keep every candidate in best_of_n.jsonl",
     "batch_size": "prompts per generate call: throughput only",
-    "max_prompt_length": "GRPO/RLOO drop prompts longer than PPO's query_len (192); TRL 1.x truncates none",
+    "max_prompt_length": "the TRL methods drop prompts longer than PPO's query_len (192); TRL 1.x truncates none",
     "negative_token": "reward conditioning's negative token (unpublished; the reference has reward tokens "
                       "<reward_0>..<reward_3>)",
     "report_to": "where metrics are also logged (TensorBoard, W&B); never part of a key or a result",
@@ -246,7 +260,7 @@ OURS = {(BestOfNConfig, "seed"), (CollectionConfig, "seed"), (CollectionConfig, 
         (RewardConditioningConfig, "negative_token")}
 OURS |= {(c, "report_to") for c in (SFTConfig, BinaryFeedMEConfig, RewardConditioningConfig, DPOTrainingConfig,
                                     RewardModelTrainingConfig, PPOConfig, QuarkConfig)}
-OURS |= {(c, f) for c in (GRPOConfig, RLOOConfig)
+OURS |= {(c, f) for c in (GRPOConfig, RLOOConfig, OnlineDPOConfig)
          for f in ("max_prompt_length", "eval_steps", "keep_checkpoints", "stop_after")}
 OURS |= {(c, f) for c in (PPOConfig, QuarkConfig)
          for f in ("lean", "lora_r", "lora_alpha", "lora_dropout", "stop_after", "n_eval_prompts", "eval_steps",
@@ -308,6 +322,8 @@ PAPER_ROWS = [  # (source, dotted key of configs/paper.yaml, reference value)
     (QUARK_SH + " (QuarkConfig)", "methods.quark", {}),
     ("beyond the paper: huggingface/trl trl/trainer/grpo_config.py (GRPOConfig)", "methods.grpo", {}),
     ("beyond the paper: huggingface/trl trl/trainer/rloo_config.py (RLOOConfig)", "methods.rloo", {}),
+    ("beyond the paper: huggingface/trl trl/experimental/online_dpo/online_dpo_config.py (OnlineDPOConfig)",
+     "methods.online_dpo", {}),
     ("alpaca_noisy_multi_preference: p_sim^ann, the pool with 25% label flips", "stages.preferences.annotator",
      "alpaca_farm_pool_noisy"),
     (PAPER + " Sec. 4.1: pairs sampled at temperature 1.0", "stages.preferences.temperature", 1.0),

@@ -13,13 +13,15 @@ from alpaca_farm_env.benchmark.config import load_preset
 from alpaca_farm_env.cli import main
 
 METHODS = ["base", "sft", "best_of_n", "expert_iteration", "binary_feedme", "binary_reward_conditioning", "dpo",
-           "ppo", "quark", "grpo", "rloo"]
+           "ppo", "quark", "grpo", "rloo", "online_dpo"]
 # the byte tokenizer of tiny-llama makes the Alpaca template ~200 tokens: query_len must hold it
 RL = {"rollout_batch_size": 4, "step_batch_size": 4, "rollout_per_device_batch_size": 4, "step_per_device_batch_size": 2,
       "query_len": 512, "response_len": 6, "total_steps": 2, "save_steps": 1, "eval_steps": 0, "n_eval_prompts": 0,
       "learning_rate": 1e-3, "warmup_steps": 0}  # no warm-up: with it, step 1's rate is 0 and its policy is sft's
 TRL_RL = {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 6, "max_prompt_length": 512,
           "max_steps": 2, "save_steps": 1, "eval_steps": 0, "learning_rate": 1e-2}  # GRPO and RLOO (TRL's names)
+ONLINE_DPO = {"per_device_train_batch_size": 2, "max_new_tokens": 6, "max_prompt_length": 512, "max_steps": 2,
+              "save_steps": 1, "eval_steps": 0, "learning_rate": 1e-2}  # a pair per prompt: 4 completions a step
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -47,6 +49,7 @@ def _preset(tmp_path: Path, temperature: float = 0.7) -> Path:
         "quark": {"config": RL},
         "grpo": {"config": TRL_RL},
         "rloo": {"config": TRL_RL},
+        "online_dpo": {"config": ONLINE_DPO},
     }
     cfg["stages"] = {
         "sft": small_sft,
@@ -93,7 +96,7 @@ def test_all_methods_through_the_env_with_shared_cached_stages(tmp_path, capsys)
         assert ck["selected_by"] == "val" and [p["win_rate"] for p in ck["curve"]] == [0.0, 0.0]
         assert ck["selected_step"] == 1
         assert sorted(p.name for p in (fit / "checkpoints").iterdir()) == ["step_1", "step_2"]
-    for rl in ("grpo", "rloo"):  # TRL's trainers, against the same reward-model stage, a CSV row per step
+    for rl in ("grpo", "rloo", "online_dpo"):  # on TRL, against the same reward-model stage, a CSV row per step
         assert by[rl]["settings"]["stages"]["reward"] == by["best_of_n"]["settings"]["stages"]["reward"]
         (fit,) = (run_dir / rl).glob("fit-*")
         assert len((fit / "metrics.csv").read_text().splitlines()) == 1 + 2
