@@ -15,7 +15,7 @@ PRESET ?= tiny
 DEMO_ARGS ?=
 DOCS_SITE ?= build/site
 
-.PHONY: demo test test-fast venv docs clean benchmarks bench
+.PHONY: demo test test-fast venv docs docs-screenshot clean benchmarks bench
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -39,6 +39,17 @@ test: venv docs
 
 docs: venv
 	$(PY) -m mkdocs build --strict --site-dir $(DOCS_SITE)
+
+# docs/img/quickstart-screenshot.png: the built site served on 127.0.0.1, the quickstart page rendered by headless
+# Chromium (Debian: apt-get install chromium-headless-shell; not a Python dependency)
+CHROMIUM ?= chromium-headless-shell
+SCREENSHOT_PORT ?= 8765
+docs-screenshot: docs
+	$(PY) -m http.server $(SCREENSHOT_PORT) --bind 127.0.0.1 --directory $(DOCS_SITE) >/dev/null 2>&1 & \
+	  server=$$!; sleep 1; \
+	  $(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,1800 \
+	    --screenshot=docs/img/quickstart-screenshot.png http://127.0.0.1:$(SCREENSHOT_PORT)/; \
+	  status=$$?; kill $$server; exit $$status
 
 # everything but the end-to-end tests marked slow (under 2 minutes on 2 cores)
 test-fast: venv

@@ -86,31 +86,33 @@ def _secs(x: Any) -> str:
 
 
 def bar_chart(results: dict[str, Any], path: str | Path) -> str:
-    """PNG bar chart of win-rates with standard-error bars (one group per baseline)."""
+    """PNG of the win-rates with standard-error bars: a row per method, in the table's order, one bar per baseline
+    (Davinci003, and ``compare_to`` when set); horizontal, so that a dozen method names stay readable."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     methods = results["methods"]
-    labels = [m["label"] for m in methods]
+    labels = [m["method"] for m in methods]
     series = [(f"vs {REFERENCE_NAME}", [m["metrics"] for m in methods])]
     if results.get("compare_to"):
         series.append((f"vs {results['compare_to']}", [m.get("vs_baseline") or {} for m in methods]))
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.8 * len(methods) + 1), 3.6))
+    height = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.34 * len(methods) * len(series) ** 0.5))
     for k, (name, ms) in enumerate(series):
-        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(methods))]
+        ys = [i + (k - (len(series) - 1) / 2) * height for i in range(len(methods))]
         # no bar where there is no number (e.g. the baseline method against itself)
-        ys = [m["win_rate"] if m.get("win_rate") is not None else float("nan") for m in ms]
+        xs = [m["win_rate"] if m.get("win_rate") is not None else float("nan") for m in ms]
         es = [m["standard_error"] if m.get("standard_error") is not None else 0.0 for m in ms]
-        ax.bar(xs, ys, width, yerr=es, capsize=4, label=name)
-    ax.axhline(50, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(range(len(methods)), labels, fontsize=8)
-    ax.set_ylabel("win-rate (%)")
-    ax.set_ylim(0, 100)
+        ax.barh(ys, xs, height, xerr=es, capsize=3, label=name)
+    ax.axvline(50, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(range(len(methods)), labels, fontsize=8)
+    ax.invert_yaxis()  # the table's first row on top
+    ax.set_xlabel("win-rate (%) ± standard error")
+    ax.set_xlim(0, 100)
     ax.set_title(f"{results['preset']}: evaluator {results['evaluator']}, n={results['n_eval']}", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

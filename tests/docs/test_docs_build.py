@@ -21,8 +21,9 @@ def test_strict_build(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "WARNING" not in proc.stderr, proc.stderr[-4000:]
     quickstart = (site / "index.html").read_text(encoding="utf-8")
-    assert "Quickstart" in quickstart and 'src="img/results.png"' in quickstart
-    assert (site / "img" / "results.png").stat().st_size > 1000 and (site / "img" / "selection.png").stat().st_size > 1000
+    assert "Quickstart" in quickstart and 'src="img/cpu_all/results.png"' in quickstart
+    charts = site / "img" / "cpu_all"
+    assert (charts / "results.png").stat().st_size > 1000 and (charts / "selection-quark.png").stat().st_size > 1000
     envs_api = (site / "api" / "envs" / "index.html").read_text(encoding="utf-8")
     assert "AlpacaFarmEnvBase" in envs_api and "EpisodeConfig" in envs_api  # mkdocstrings rendered the classes
     for page in ("envs", "rewards", "annotators", "methods", "benchmark", "judge", "scale-out"):
