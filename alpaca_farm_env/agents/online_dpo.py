@@ -23,9 +23,10 @@ from .trl_online import TRLOnlineAgent
 @dataclass
 class OnlineDPOConfig(TRLOnlineConfig):
     """:class:`~.trl_config.TRLOnlineConfig`'s fields plus online DPO's own; defaults: huggingface/trl
-    ``trl/experimental/online_dpo/online_dpo_config.py`` ``OnlineDPOConfig`` (TRL 1.16) where it sets one.
-    ``per_device_train_batch_size`` counts prompts here: each gives a pair."""
+    ``trl/experimental/online_dpo/online_dpo_config.py`` ``OnlineDPOConfig`` (TRL 1.16) where it sets one."""
 
+    per_device_train_batch_size: int = 8
+    """Prompts per device per micro-batch, each giving a pair of completions. ``TrainingArguments``: 8."""
     learning_rate: float = 5e-7
     """AdamW learning rate. ``online_dpo_config.py``: 5e-7."""
     temperature: float = 0.9
