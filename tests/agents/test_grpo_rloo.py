@@ -152,14 +152,15 @@ def test_checkpoint_schedule_is_known_before_training():
 
 
 @pytest.mark.slow
-def test_report_to_tensorboard_logs_the_metrics_csv_rows(data_dir, tmp_path):
+@pytest.mark.parametrize("method, tag", [("grpo", "train/reward"), ("online_dpo", "train/objective/scores")])
+def test_report_to_tensorboard_logs_the_metrics_csv_rows(method, tag, data_dir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    agent = make_agent("grpo", policy=tiny_llama(seed=0), config=config(max_steps=2, report_to="tensorboard"))
+    agent = make_agent(method, policy=tiny_llama(seed=0), config=config(method, max_steps=2, report_to="tensorboard"))
     agent.fit({"unlabeled": env(data_dir)}, output_dir=str(tmp_path))
-    acc = EventAccumulator(str(tmp_path / "runs" / "grpo"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(tmp_path / "runs" / method), size_guidance={"scalars": 0})
     acc.Reload()
-    logged = {e.step: e.value for e in acc.Scalars("train/reward")}
+    logged = {e.step: e.value for e in acc.Scalars(tag)}  # metrics.csv's reward column under TRL's name
     assert logged == pytest.approx({int(r["step"]): float(r["reward"]) for r in rows(tmp_path / "metrics.csv")})
 
 
